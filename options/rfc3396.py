@@ -21,6 +21,7 @@ __all__ = [
     "PAD",
     "UNSPLITTABLE",
     "FieldLayout",
+    "collect_field",
     "instances",
     "layout_options",
     "scan_field",
@@ -131,6 +132,9 @@ def layout_options(
     message size minus the 240-byte fixed part). Raises :class:`EncodeError` when the
     options do not fit even with overload.
     """
+    for code, payload in items:
+        if code in UNSPLITTABLE and len(payload) > 255:
+            raise EncodeError(f"option {code} has {len(payload)} octets; it is never split, so 255 at most")
     plain = b"".join(b"".join(instances(code, payload)) for code, payload in items)
     if len(plain) + 1 <= options_room:
         return FieldLayout(plain + bytes((END,)), None, None)
@@ -139,6 +143,8 @@ def layout_options(
             f"options need {len(plain) + 1} bytes, {options_room} fit, and file/sname are in use so "
             "option overload cannot help"
         )
+    if options_room < 4:  # option 52 must be in the options field (RFC 2131 4.1), before END
+        raise EncodeError(f"options need {len(plain) + 1} bytes, {options_room} fit: no room for option 52")
     overload = (1 if file_free else 0) | (2 if sname_free else 0)
     pending = [(52, bytes((overload,))), *items]
     head = _fill(options_room, pending)
@@ -151,3 +157,33 @@ def layout_options(
             f"({options_room} bytes) and the overloaded file/sname fields"
         )
     return FieldLayout(head, file, sname)
+
+
+def collect_field(data: bytes, start: int, end: int, items: dict[int, bytes], budget: int = MAX_INSTANCES) -> int:
+    """Add the options of ``data[start:end]`` to ``items``, concatenating repeated codes.
+
+    The decoder's hot path: the same walk as :func:`scan_field` (which the tests hold it
+    to), without building the span list that only error reporting and MAC location need.
+    """
+    pos = start
+    while pos < end:
+        code = data[pos]
+        if code == PAD:
+            pos += 1
+            continue
+        if code == END:
+            break
+        if pos + 1 >= end:
+            raise DecodeError(f"option {code}: length octet missing", pos)
+        value_end = pos + 2 + data[pos + 1]
+        if value_end > end:
+            raise DecodeError(f"option {code}: length {data[pos + 1]} runs past the end of the field", pos)
+        budget -= 1
+        if budget < 0:
+            raise DecodeError(f"more than {MAX_INSTANCES} option instances", pos)
+        if code in items:
+            items[code] += data[pos + 2 : value_end]
+        else:
+            items[code] = data[pos + 2 : value_end]
+        pos = value_end
+    return budget
