@@ -133,8 +133,8 @@ class DhcpMessage:
     """One DHCP message; field names are RFC 2131's.
 
     ``chaddr``, ``sname`` and ``file`` hold the raw field bytes (zero padding removed on
-    request by the accessors); ``wire`` is the exact payload a decoded message came from,
-    empty for messages built locally.
+    request by the accessors; all zeros where option 52 overloaded them); ``wire`` is the
+    exact payload a decoded message came from, empty for messages built locally.
     """
 
     op: int
@@ -243,7 +243,13 @@ def decode_message(data: bytes, registry: OptionRegistry | None = None) -> DhcpM
             try:
                 check(payload)
             except DecodeError as exc:
-                raise exc.shifted(_payload_offset(spans, code)) from None
+                raise DecodeError(exc.reason, _packet_offset(spans, code, exc.offset)) from None
+    if overload:
+        # The overloaded fields hold options, not names, and option 52 is the encoder's to
+        # choose: dropping both lets a decoded message be re-encoded to the same bytes.
+        del items[52]
+        file = bytes(128) if overload & 1 else file
+        sname = bytes(64) if overload & 2 else sname
 
     msg: DhcpMessage = _new_message(DhcpMessage)
     _set(msg, "op", op)
@@ -265,11 +271,16 @@ def decode_message(data: bytes, registry: OptionRegistry | None = None) -> DhcpM
     return msg
 
 
-def _payload_offset(spans: list[tuple[int, int, int]], code: int) -> int:
-    for c, start, _ in spans:
+def _packet_offset(spans: list[tuple[int, int, int]], code: int, offset: int) -> int:
+    """Where byte ``offset`` of ``code``'s concatenated payload lies in the packet."""
+    last = 0
+    for c, start, end in spans:
         if c == code:
-            return start
-    return 0  # pragma: no cover - a validated code always has a span
+            if offset < end - start:
+                return start + offset
+            offset -= end - start
+            last = end
+    return last
 
 
 def encode_message(
@@ -284,6 +295,7 @@ def encode_message(
     """
     if 52 in msg.options:
         raise EncodeError("option 52 is chosen by the encoder; do not set it")
+    max_payload = min(max_payload, MAX_MESSAGE_SIZE)
     if max_payload < _FIXED + 1:
         raise EncodeError(f"max_payload {max_payload} leaves no room for options")
     file_free = not msg.file.strip(b"\0")
