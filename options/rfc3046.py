@@ -34,6 +34,12 @@ class RelaySubOptionCode(IntEnum):
     RELAY_ID = 12  # RFC 6925
 
 
+#: RFC 3527 link selection and RFC 5107 server identifier override: exactly one address.
+_ADDRESS_SUBOPTIONS = frozenset(
+    {RelaySubOptionCode.LINK_SELECTION, RelaySubOptionCode.SERVER_IDENTIFIER_OVERRIDE}
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RelaySubOption:
     code: int
@@ -44,6 +50,8 @@ class RelaySubOption:
             raise ValueError(f"sub-option code {self.code} is not an octet")
         if len(self.data) > 255:
             raise ValueError("a relay sub-option holds at most 255 octets")
+        if self.code in _ADDRESS_SUBOPTIONS and len(self.data) != 4:
+            raise ValueError(f"relay sub-option {self.code} is an IPv4 address (4 octets)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +104,7 @@ class RelayAgentInformationSpec(OptionSpec[RelayAgentInformation]):
             code = reader.pull_u8("sub-option code")
             length = reader.pull_u8("sub-option length")
             value = reader.pull_bytes(length, f"sub-option {code} value")
-            if code in (
-                RelaySubOptionCode.LINK_SELECTION,
-                RelaySubOptionCode.SERVER_IDENTIFIER_OVERRIDE,
-            ) and (length != 4):
+            if code in _ADDRESS_SUBOPTIONS and length != 4:
                 raise DecodeError(
                     f"relay sub-option {code}: length {length} is not 4", reader.offset - length
                 )
