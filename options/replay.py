@@ -46,9 +46,10 @@ class FileCeilingStore:
 
     def load(self) -> int:
         try:
-            text = self.path.read_text(encoding="ascii").strip()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return 0
+        text = raw.decode("ascii", "replace").strip()
         try:
             value = int(text)
         except ValueError:
