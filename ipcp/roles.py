@@ -1,0 +1,274 @@
+"""IPCP option policies for the two roles: the CE (learns) and the NAS (assigns).
+
+How values travel (RFC 1332, RFC 1877, and VPN-IP-Addresses as decided in ``docs/ppp.md``):
+
+* The CE asks IP-Address 0.0.0.0, Primary/Secondary-DNS 0.0.0.0 and VPN-IP-Addresses with VPN-ID 0
+  and no addresses; the NAS Naks each with the real values -- for VPNs, all the options describing
+  the CE's membership in place of the one asked (RFC 1661 5.3 lets an option that can be listed more
+  than once be Nak'd with every acceptable value). The CE requests exactly what it was given, the
+  NAS acks, and at This-Layer-Up the CE reports what changed.
+* An option the NAS rejects is dropped from the CE's next request; IPCP opens without it.
+* The CE acknowledges the NAS's own IP-Address (3) and the old IP-Addresses (1): pppd switches to
+  type 1 when a peer uses it, and refusing it makes IPCP fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Final
+
+from ipcp.engine import ACK, REJECT, Received, Verdict, VerdictKind
+from ipcp.events import (
+    AddressLearned,
+    DnsLearned,
+    PeerConfigured,
+    PppEvent,
+    VpnOptionRejected,
+    VpnPeersChanged,
+    VpnPeersLearned,
+)
+from ipcp.ipcp_options import ipcp_registry
+from ipcp.option import Option, OptionRegistry, RawOption
+from ipcp.rfc1332 import IpAddress, IpAddresses
+from ipcp.rfc1877 import PrimaryDns, SecondaryDns
+from ipcp.vpn_option import (
+    DEFAULT_VPN_OPTION_TYPE,
+    VPN_ID_NONE,
+    VpnIpAddresses,
+    apply_vpn_options,
+    vpn_options_for,
+)
+
+__all__ = ["CeIpcpPolicy", "NasConfig", "NasIpcpPolicy", "VpnPeerProvider"]
+
+_UNSPECIFIED: Final = IPv4Address(0)
+
+VpnPeerProvider = Callable[[IPv4Address], Mapping[int, Sequence[IPv4Address]]]
+"""NAS side: CE address -> {VPN-ID: peer CE addresses}. The DHCP server's VPN database plugs in here."""
+
+
+def _vpn_tuple(vpns: Mapping[int, frozenset[IPv4Address]]) -> tuple[tuple[int, frozenset[IPv4Address]], ...]:
+    return tuple(sorted(vpns.items(), key=lambda item: item[0]))
+
+
+class CeIpcpPolicy:
+    """The customer edge: asks for an address, name servers and its VPN peers, and learns them."""
+
+    def __init__(
+        self,
+        *,
+        address: IPv4Address = _UNSPECIFIED,
+        request_dns: bool = True,
+        request_vpn: bool = True,
+        vpn_option_type: int = DEFAULT_VPN_OPTION_TYPE,
+    ) -> None:
+        self._registry = ipcp_registry(vpn_option_type)
+        self._vpn_type = vpn_option_type
+        self._address = address
+        self._want_address = True
+        self._dns: list[IPv4Address | None] = [_UNSPECIFIED, _UNSPECIFIED] if request_dns else [None, None]
+        self._vpn: tuple[VpnIpAddresses, ...] | None = (
+            (VpnIpAddresses(VPN_ID_NONE, option_type=vpn_option_type),) if request_vpn else None
+        )
+        self._acked: tuple[Option, ...] = ()
+        self._peer_address: IPv4Address | None = None
+        self._vpn_rejected_reported = False
+        self._vpn_reported = False
+        # what the user was last told, to report changes only
+        self.address: IPv4Address | None = None
+        self.peer_address: IPv4Address | None = None
+        self.dns: tuple[IPv4Address | None, IPv4Address | None] = (None, None)
+        self.vpns: dict[int, frozenset[IPv4Address]] = {}
+
+    @property
+    def registry(self) -> OptionRegistry:
+        return self._registry
+
+    def request_options(self) -> tuple[Option, ...]:
+        options: list[Option] = []
+        if self._want_address:
+            options.append(IpAddress(self._address))
+        if self._dns[0] is not None:
+            options.append(PrimaryDns(self._dns[0]))
+        if self._dns[1] is not None:
+            options.append(SecondaryDns(self._dns[1]))
+        if self._vpn is not None:
+            options.extend(self._vpn)
+        return tuple(options)
+
+    def review(self, options: Sequence[Received]) -> list[Verdict]:
+        """The NAS's own request: its address (type 3 or the old type 1) is fine; nothing else is."""
+        verdicts: list[Verdict] = []
+        for option in options:
+            nas_address = (
+                option.address
+                if isinstance(option, IpAddress)
+                else option.source
+                if isinstance(option, IpAddresses)
+                else _UNSPECIFIED
+            )
+            # Anything else -- VJ compression, name servers, VPN, unknown, malformed -- is refused.
+            verdicts.append(ACK if nas_address != _UNSPECIFIED else REJECT)
+        return verdicts
+
+    def peer_acked(self, options: Sequence[Option]) -> None:
+        for option in options:
+            if isinstance(option, IpAddress):
+                self._peer_address = option.address
+            elif isinstance(option, IpAddresses):
+                self._peer_address = option.source
+                if self._address == _UNSPECIFIED and option.destination != _UNSPECIFIED:
+                    self._address = option.destination
+
+    def our_acked(self, options: Sequence[Option]) -> None:
+        self._acked = tuple(options)
+
+    def our_naked(self, options: Sequence[Received]) -> None:
+        vpn: list[VpnIpAddresses] = []
+        for option in options:
+            if isinstance(option, IpAddress) and option.address != _UNSPECIFIED:
+                self._address = option.address
+            elif isinstance(option, PrimaryDns) and self._dns[0] is not None:
+                self._dns[0] = option.address
+            elif isinstance(option, SecondaryDns) and self._dns[1] is not None:
+                self._dns[1] = option.address
+            elif isinstance(option, VpnIpAddresses) and option.option_type == self._vpn_type:
+                vpn.append(option)
+        if vpn and self._vpn is not None:
+            self._vpn = tuple(vpn)
+
+    def our_rejected(self, options: Sequence[RawOption]) -> None:
+        for raw in options:
+            if raw.option_type == IpAddress.TYPE:
+                self._want_address = False
+            elif raw.option_type == PrimaryDns.TYPE:
+                self._dns[0] = None
+            elif raw.option_type == SecondaryDns.TYPE:
+                self._dns[1] = None
+            elif raw.option_type == self._vpn_type:
+                self._vpn = None
+
+    def layer_up(self) -> list[PppEvent]:
+        events: list[PppEvent] = []
+        acked = self._acked
+        address = next((o.address for o in acked if isinstance(o, IpAddress)), None)
+        if address is None and self._address != _UNSPECIFIED:
+            address = self._address  # given by the NAS's IP-Addresses (type 1) request
+        if address is not None and (address, self._peer_address) != (self.address, self.peer_address):
+            self.address, self.peer_address = address, self._peer_address
+            events.append(AddressLearned(address, self._peer_address))
+        primary = next((o.address for o in acked if isinstance(o, PrimaryDns)), None)
+        secondary = next((o.address for o in acked if isinstance(o, SecondaryDns)), None)
+        if (primary, secondary) != self.dns:
+            self.dns = (primary, secondary)
+            events.append(DnsLearned(primary, secondary))
+        if self._vpn is None:
+            if not self._vpn_rejected_reported:
+                self._vpn_rejected_reported = True
+                events.append(VpnOptionRejected())
+            return events
+        vpns = apply_vpn_options(o for o in acked if isinstance(o, VpnIpAddresses))
+        changes = []
+        for vpn_id in sorted(set(vpns) | set(self.vpns)):
+            old, new = self.vpns.get(vpn_id, frozenset()), vpns.get(vpn_id, frozenset())
+            if old != new or (vpn_id in vpns) != (vpn_id in self.vpns):
+                changes.append(VpnPeersChanged(vpn_id, new - old, old - new, new))
+        if changes or not self._vpn_reported:
+            self._vpn_reported = True
+            self.vpns = vpns
+            events.extend(changes)
+            events.append(VpnPeersLearned(_vpn_tuple(vpns)))
+        return events
+
+    def layer_down(self) -> list[PppEvent]:
+        return []  # keep what was learned: renegotiation reports differences, not a flap
+
+
+@dataclass(frozen=True, slots=True)
+class NasConfig:
+    """One link's NAS side: our address, the CE's, name servers to hand out, and where VPN peers come from.
+
+    ``vpn_peers=None`` makes this NAS reject VPN-IP-Addresses, like a NAS that does not know it.
+    """
+
+    local_address: IPv4Address
+    peer_address: IPv4Address
+    primary_dns: IPv4Address | None = None
+    secondary_dns: IPv4Address | None = None
+    vpn_peers: VpnPeerProvider | None = None
+    vpn_option_type: int = DEFAULT_VPN_OPTION_TYPE
+
+
+class NasIpcpPolicy:
+    """The network access server: assigns the CE's address, answers DNS, offers VPN peers by Nak."""
+
+    def __init__(self, config: NasConfig) -> None:
+        self.config = config
+        self._registry = ipcp_registry(config.vpn_option_type if config.vpn_peers is not None else None)
+        self._given_vpns: tuple[tuple[int, frozenset[IPv4Address]], ...] = ()
+
+    @property
+    def registry(self) -> OptionRegistry:
+        return self._registry
+
+    def request_options(self) -> tuple[Option, ...]:
+        return (IpAddress(self.config.local_address),)
+
+    def _expected_vpn(self) -> tuple[VpnIpAddresses, ...]:
+        assert self.config.vpn_peers is not None
+        peers = self.config.vpn_peers(self.config.peer_address)
+        return vpn_options_for(peers, self.config.vpn_option_type)
+
+    def review(self, options: Sequence[Received]) -> list[Verdict]:
+        cfg = self.config
+        verdicts: list[Verdict] = []
+        vpn_asked = [o for o in options if isinstance(o, VpnIpAddresses)]
+        vpn_expected = self._expected_vpn() if vpn_asked else ()
+        vpn_first = True
+        for option in options:
+            if isinstance(option, IpAddress):
+                ok = option.address == cfg.peer_address
+                verdicts.append(ACK if ok else Verdict(VerdictKind.NAK, (IpAddress(cfg.peer_address),)))
+            elif isinstance(option, IpAddresses):
+                ok = option.source == cfg.peer_address
+                nak = IpAddresses(cfg.peer_address, cfg.local_address)
+                verdicts.append(ACK if ok else Verdict(VerdictKind.NAK, (nak,)))
+            elif isinstance(option, PrimaryDns | SecondaryDns):
+                mine = cfg.primary_dns if isinstance(option, PrimaryDns) else cfg.secondary_dns
+                if mine is None:
+                    verdicts.append(REJECT)
+                else:
+                    verdicts.append(
+                        ACK if option.address == mine else Verdict(VerdictKind.NAK, (type(option)(mine),))
+                    )
+            elif isinstance(option, VpnIpAddresses):
+                if tuple(vpn_asked) == vpn_expected:
+                    verdicts.append(ACK)
+                else:
+                    # The whole membership replaces the first VPN option asked; the others add nothing.
+                    verdicts.append(Verdict(VerdictKind.NAK, vpn_expected if vpn_first else ()))
+                vpn_first = False
+            else:
+                verdicts.append(REJECT)  # VJ compression, NBNS, unknown, malformed
+        return verdicts
+
+    def peer_acked(self, options: Sequence[Option]) -> None:
+        vpn = [o for o in options if isinstance(o, VpnIpAddresses)]
+        self._given_vpns = _vpn_tuple(apply_vpn_options(vpn))
+
+    def our_acked(self, options: Sequence[Option]) -> None:
+        pass
+
+    def our_naked(self, options: Sequence[Received]) -> None:
+        pass  # our address is ours to choose; the request stays the same
+
+    def our_rejected(self, options: Sequence[RawOption]) -> None:
+        pass  # we insist on our address; Max-Configure ends a negotiation that cannot converge
+
+    def layer_up(self) -> list[PppEvent]:
+        return [PeerConfigured(self.config.peer_address, self._given_vpns)]
+
+    def layer_down(self) -> list[PppEvent]:
+        return []
