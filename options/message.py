@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Final, TypeVar
 
 from options.errors import DecodeError, EncodeError
 from options.registry import DEFAULT_REGISTRY, OptionRegistry
 from options.rfc2132 import MessageType
-from options.rfc3396 import layout_options, scan_field
+from options.rfc3396 import collect_field, layout_options, scan_field
 from options.spec import OptionSpec
 from options.wire import ipv4
 
@@ -32,6 +31,7 @@ __all__ = [
     "decode_message",
     "encode_message",
     "max_payload_for",
+    "validate_options",
 ]
 
 T = TypeVar("T")
@@ -126,48 +126,158 @@ class Options(Mapping[int, bytes]):
 
 
 _ZERO: Final = IPv4Address(0)
+_Header = tuple[int, int, int, int, int, int, int, int, int, int, int, bytes, bytes, bytes, bytes]
 
 
-@dataclass(frozen=True, slots=True)
 class DhcpMessage:
-    """One DHCP message; field names are RFC 2131's.
+    """One DHCP message, immutable; field names are RFC 2131's.
 
-    ``chaddr``, ``sname`` and ``file`` hold the raw field bytes (zero padding removed on
-    request by the accessors; all zeros where option 52 overloaded them); ``wire`` is the
-    exact payload a decoded message came from, empty for messages built locally.
+    ``chaddr``, ``sname`` and ``file`` are the whole fixed-size fields (zero padded; all
+    zeros where option 52 overloaded them); :attr:`hardware_address` is the significant
+    part of ``chaddr``. ``wire`` is the exact payload a decoded message came from (empty
+    for messages built locally): RFC 3118 MACs are checked over it.
+
+    The header is held as the tuple the wire format unpacks to and addresses become
+    ``IPv4Address`` values when read: decoding builds one small object instead of sixteen
+    attributes, which is most of what makes it faster than dpkt (docs/performance.md).
     """
 
-    op: int
-    xid: int = 0
-    htype: int = 1
-    hlen: int = 6
-    hops: int = 0
-    secs: int = 0
-    flags: int = 0
-    ciaddr: IPv4Address = _ZERO
-    yiaddr: IPv4Address = _ZERO
-    siaddr: IPv4Address = _ZERO
-    giaddr: IPv4Address = _ZERO
-    chaddr: bytes = b""
-    sname: bytes = b""
-    file: bytes = b""
-    options: Options = field(default_factory=Options)
-    wire: bytes = field(default=b"", compare=False, repr=False)
+    __slots__ = ("_header", "options", "wire")
 
-    def __post_init__(self) -> None:
-        for name in ("op", "htype", "hlen", "hops"):
-            if not 0 <= getattr(self, name) <= 0xFF:
-                raise ValueError(f"{name} {getattr(self, name)} is not an octet")
-        if not 0 <= self.xid <= 0xFFFFFFFF:
-            raise ValueError(f"xid {self.xid} is not 32 bits")
-        for name in ("secs", "flags"):
-            if not 0 <= getattr(self, name) <= 0xFFFF:
-                raise ValueError(f"{name} {getattr(self, name)} is not 16 bits")
-        for name, size in (("chaddr", 16), ("sname", 64), ("file", 128)):
-            if len(getattr(self, name)) > size:
+    _header: _Header
+    options: Options
+    wire: bytes
+
+    def __init__(
+        self,
+        op: int,
+        *,
+        xid: int = 0,
+        htype: int = 1,
+        hlen: int = 6,
+        hops: int = 0,
+        secs: int = 0,
+        flags: int = 0,
+        ciaddr: IPv4Address = _ZERO,
+        yiaddr: IPv4Address = _ZERO,
+        siaddr: IPv4Address = _ZERO,
+        giaddr: IPv4Address = _ZERO,
+        chaddr: bytes = b"",
+        sname: bytes = b"",
+        file: bytes = b"",
+        options: Options | None = None,
+        wire: bytes = b"",
+    ) -> None:
+        for name, value, bits in (
+            ("op", op, 8),
+            ("htype", htype, 8),
+            ("hlen", hlen, 8),
+            ("hops", hops, 8),
+            ("xid", xid, 32),
+            ("secs", secs, 16),
+            ("flags", flags, 16),
+        ):
+            if not isinstance(value, int) or not 0 <= value < 1 << bits:
+                raise ValueError(f"{name} {value!r} is not a {bits}-bit unsigned integer")
+        for name, raw, size in (("chaddr", chaddr, 16), ("sname", sname, 64), ("file", file, 128)):
+            if len(raw) > size:
                 raise ValueError(f"{name} is longer than its {size}-octet field")
-        if not isinstance(self.options, Options):
+        addresses = (ciaddr, yiaddr, siaddr, giaddr)
+        if not all(isinstance(a, IPv4Address) for a in addresses):
+            raise TypeError("ciaddr, yiaddr, siaddr and giaddr are IPv4Address values")
+        if options is None:
+            options = Options()
+        elif not isinstance(options, Options):
             raise TypeError("options must be an Options value")
+        header: _Header = (
+            op, htype, hlen, hops, xid, secs, flags,
+            int(ciaddr), int(yiaddr), int(siaddr), int(giaddr),
+            bytes(chaddr).ljust(16, b"\0"), bytes(sname).ljust(64, b"\0"), bytes(file).ljust(128, b"\0"),
+            MAGIC_COOKIE,
+        )  # fmt: skip
+        _set(self, "_header", header)
+        _set(self, "options", options)
+        _set(self, "wire", bytes(wire))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"DhcpMessage is immutable; use replace({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("DhcpMessage is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, DhcpMessage):
+            return self._header == other._header and self.options == other.options
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in FIELD_NAMES)
+        return f"DhcpMessage({fields}, options={self.options!r})"
+
+    def replace(self, **changes: object) -> DhcpMessage:
+        """A copy with some fields changed; ``wire`` is dropped unless given."""
+        values: dict[str, object] = {name: getattr(self, name) for name in FIELD_NAMES}
+        values["options"] = self.options
+        values.update(changes)
+        return DhcpMessage(**values)  # type: ignore[arg-type]
+
+    @property
+    def op(self) -> int:
+        return self._header[0]
+
+    @property
+    def htype(self) -> int:
+        return self._header[1]
+
+    @property
+    def hlen(self) -> int:
+        return self._header[2]
+
+    @property
+    def hops(self) -> int:
+        return self._header[3]
+
+    @property
+    def xid(self) -> int:
+        return self._header[4]
+
+    @property
+    def secs(self) -> int:
+        return self._header[5]
+
+    @property
+    def flags(self) -> int:
+        return self._header[6]
+
+    @property
+    def ciaddr(self) -> IPv4Address:
+        return ipv4(self._header[7])
+
+    @property
+    def yiaddr(self) -> IPv4Address:
+        return ipv4(self._header[8])
+
+    @property
+    def siaddr(self) -> IPv4Address:
+        return ipv4(self._header[9])
+
+    @property
+    def giaddr(self) -> IPv4Address:
+        return ipv4(self._header[10])
+
+    @property
+    def chaddr(self) -> bytes:
+        return self._header[11]
+
+    @property
+    def sname(self) -> bytes:
+        return self._header[12]
+
+    @property
+    def file(self) -> bytes:
+        return self._header[13]
 
     @property
     def message_type(self) -> MessageType | None:
@@ -180,99 +290,126 @@ class DhcpMessage:
     @property
     def hardware_address(self) -> bytes:
         """The significant ``hlen`` octets of ``chaddr``."""
-        return self.chaddr[: min(self.hlen, 16)].ljust(min(self.hlen, 16), b"\0")
+        return self._header[11][: min(self._header[2], 16)]
 
     @property
     def broadcast(self) -> bool:
-        return bool(self.flags & FLAG_BROADCAST)
+        return bool(self._header[6] & FLAG_BROADCAST)
 
+
+#: The RFC 2131 header fields, in wire order.
+FIELD_NAMES: Final = (
+    "op", "htype", "hlen", "hops", "xid", "secs", "flags",
+    "ciaddr", "yiaddr", "siaddr", "giaddr", "chaddr", "sname", "file",
+)  # fmt: skip
 
 _new_message = object.__new__
 _set = object.__setattr__
 
 
-def decode_message(data: bytes, registry: OptionRegistry | None = None) -> DhcpMessage:
+def decode_message(
+    data: bytes, registry: OptionRegistry | None = None, *, strict: bool = False
+) -> DhcpMessage:
     """Decode one DHCP message (a UDP payload).
 
     Raises :class:`DecodeError`, and nothing else, for any input that is not a well-formed
     DHCP message: short or oversized input, a missing magic cookie, an option running past
-    its field, a bad option 52, or a known option whose value breaks its RFC's rules.
+    its field, a bad option 52 or 53.
+
+    Other option values are checked when read (``options.get_value`` raises
+    :class:`DecodeError` for a malformed one), so a message is not refused for an option
+    its receiver never looks at, as dhcpcd and Kea's lenient parsing do. ``strict=True``
+    checks every option ``registry`` knows now (:func:`validate_options`).
     """
-    if not isinstance(data, bytes):
+    if type(data) is not bytes:
         data = bytes(data)
     size = len(data)
     if size < _FIXED:
         raise DecodeError(f"message of {size} bytes is shorter than the 240-byte fixed part", size)
     if size > MAX_MESSAGE_SIZE:
         raise DecodeError(f"message of {size} bytes exceeds the largest UDP payload", MAX_MESSAGE_SIZE)
-    (op, htype, hlen, hops, xid, secs, flags, ci, yi, si, gi, chaddr, sname, file, cookie) = (
-        _HEADER.unpack_from(data)
-    )
-    if cookie != MAGIC_COOKIE:
+    header: _Header = _HEADER.unpack_from(data)
+    if header[14] != MAGIC_COOKIE:
         raise DecodeError("missing DHCP magic cookie 99.130.83.99", 236)
 
+    items: dict[int, bytes] = {}
+    repeats: dict[int, list[bytes]] = {}
+    budget = collect_field(data, _FIXED, size, items, repeats)
+    overload_value = items.get(52)
+    if overload_value is not None:
+        # Option 52 counts only in the options field (RFC 2131 4.1), so read it before
+        # file and sname can add instances of their own.
+        if 52 in repeats or len(overload_value) != 1 or not 1 <= overload_value[0] <= 3:
+            raise DecodeError("option_overload: value is not 1, 2 or 3", _packet_offset(data, 52, 0))
+        overload = overload_value[0]
+        if overload & 1:
+            budget = collect_field(data, *_FILE, items, repeats, budget=budget)
+        if overload & 2:
+            collect_field(data, *_SNAME, items, repeats, budget=budget)
+        # The overloaded fields hold options, not names, and option 52 is the encoder's to
+        # choose: dropping both lets a decoded message be re-encoded to the same bytes.
+        del items[52]
+        header = (
+            *header[:12],
+            bytes(64) if overload & 2 else header[12],
+            bytes(128) if overload & 1 else header[13],
+            MAGIC_COOKIE,
+        )
+    for code, parts in repeats.items():
+        items[code] = b"".join(parts)  # RFC 3396: the instances are one option
+    message_type = items.get(53)
+    if message_type is not None and (len(message_type) != 1 or message_type[0] not in _MESSAGE_TYPES):
+        raise DecodeError("message_type: not one octet naming a known type", _packet_offset(data, 53, 0))
+
+    msg: DhcpMessage = _new_message(DhcpMessage)
+    _set(msg, "_header", header)
+    _set(msg, "options", Options._trusted(items))
+    _set(msg, "wire", data)
+    if strict:
+        validate_options(msg, registry)
+    return msg
+
+
+_MESSAGE_TYPES: Final = frozenset(int(t) for t in MessageType)
+
+
+def validate_options(msg: DhcpMessage, registry: OptionRegistry | None = None) -> None:
+    """Raise :class:`DecodeError` for the first option ``registry`` knows whose value is malformed.
+
+    Offsets are in ``msg.wire`` for a decoded message, else in the option's payload.
+    """
+    if registry is None:
+        registry = DEFAULT_REGISTRY
+    rules = registry.rules()
+    for code, payload in msg.options.items():
+        rule = rules.get(code)
+        if rule is None:
+            continue
+        try:
+            if type(rule) is tuple:
+                size = len(payload)
+                if size < rule[0] or size > rule[1] or size % rule[2]:
+                    registry[code].validate(payload)  # raises, with the spec's own reason
+            else:
+                rule(payload)  # type: ignore[operator]
+        except DecodeError as exc:
+            if not msg.wire:
+                raise
+            raise DecodeError(exc.reason, _packet_offset(msg.wire, code, exc.offset)) from None
+
+
+def _packet_offset(data: bytes, code: int, offset: int) -> int:
+    """Where byte ``offset`` of ``code``'s concatenated payload lies in the packet.
+
+    Only the error path needs instance positions, so they are found by a second scan.
+    """
     spans: list[tuple[int, int, int]] = []
-    budget = scan_field(data, _FIXED, size, spans)
-    overload = 0
-    for code, start, end in spans:
-        if code == 52:
-            if end - start != 1 or not 1 <= data[start] <= 3:
-                raise DecodeError("option_overload: value is not 1, 2 or 3", start)
-            overload = data[start]
+    budget = scan_field(data, _FIXED, len(data), spans)
+    overload = next((data[s] for c, s, e in spans if c == 52 and e - s == 1), 0)
     if overload & 1:
         budget = scan_field(data, *_FILE, spans, budget)
     if overload & 2:
         scan_field(data, *_SNAME, spans, budget)
-
-    items: dict[int, bytes] = {}
-    split: dict[int, int] | None = None
-    for code, start, end in spans:
-        if code in items:
-            # RFC 3396: several instances of one code are one option.
-            items[code] += data[start:end]
-            if split is None:
-                split = {}
-            split.setdefault(code, start)
-        else:
-            items[code] = data[start:end]
-
-    validators = (registry or DEFAULT_REGISTRY).validators()
-    for code, payload in items.items():
-        check = validators.get(code)
-        if check is not None:
-            try:
-                check(payload)
-            except DecodeError as exc:
-                raise DecodeError(exc.reason, _packet_offset(spans, code, exc.offset)) from None
-    if overload:
-        # The overloaded fields hold options, not names, and option 52 is the encoder's to
-        # choose: dropping both lets a decoded message be re-encoded to the same bytes.
-        del items[52]
-        file = bytes(128) if overload & 1 else file
-        sname = bytes(64) if overload & 2 else sname
-
-    msg: DhcpMessage = _new_message(DhcpMessage)
-    _set(msg, "op", op)
-    _set(msg, "xid", xid)
-    _set(msg, "htype", htype)
-    _set(msg, "hlen", hlen)
-    _set(msg, "hops", hops)
-    _set(msg, "secs", secs)
-    _set(msg, "flags", flags)
-    _set(msg, "ciaddr", ipv4(ci))
-    _set(msg, "yiaddr", ipv4(yi))
-    _set(msg, "siaddr", ipv4(si))
-    _set(msg, "giaddr", ipv4(gi))
-    _set(msg, "chaddr", chaddr)
-    _set(msg, "sname", sname)
-    _set(msg, "file", file)
-    _set(msg, "options", Options._trusted(items))
-    _set(msg, "wire", data)
-    return msg
-
-
-def _packet_offset(spans: list[tuple[int, int, int]], code: int, offset: int) -> int:
-    """Where byte ``offset`` of ``code``'s concatenated payload lies in the packet."""
     last = 0
     for c, start, end in spans:
         if c == code:
@@ -301,23 +438,15 @@ def encode_message(
     file_free = not msg.file.strip(b"\0")
     sname_free = not msg.sname.strip(b"\0")
     layout = layout_options(msg.options.items_list(), max_payload - _FIXED, file_free, sname_free)
-    header = _HEADER.pack(
-        msg.op,
-        msg.htype,
-        msg.hlen,
-        msg.hops,
-        msg.xid,
-        msg.secs,
-        msg.flags,
-        int(msg.ciaddr),
-        int(msg.yiaddr),
-        int(msg.siaddr),
-        int(msg.giaddr),
-        msg.chaddr,
-        layout.sname if layout.sname is not None else msg.sname,
-        layout.file if layout.file is not None else msg.file,
-        MAGIC_COOKIE,
-    )
+    fields = msg._header
+    if layout.overload:
+        fields = (
+            *fields[:12],
+            fields[12] if layout.sname is None else layout.sname.ljust(64, b"\0"),
+            fields[13] if layout.file is None else layout.file.ljust(128, b"\0"),
+            MAGIC_COOKIE,
+        )
+    header = _HEADER.pack(*fields)
     out = header + layout.options
     if len(out) < pad_to:
         out += bytes(min(pad_to, max_payload) - len(out))

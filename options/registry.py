@@ -20,12 +20,12 @@ S = TypeVar("S", bound=OptionSpec[Any])
 class OptionRegistry:
     """A mapping from option code to :class:`OptionSpec`, one spec per code."""
 
-    __slots__ = ("_by_code", "_by_name", "_validators")
+    __slots__ = ("_by_code", "_by_name", "_rules")
 
     def __init__(self, specs: tuple[OptionSpec[Any], ...] = ()) -> None:
         self._by_code: dict[int, OptionSpec[Any]] = {}
         self._by_name: dict[str, OptionSpec[Any]] = {}
-        self._validators: dict[int, Callable[[bytes], None]] = {}
+        self._rules: dict[int, Callable[[bytes], None] | tuple[int, int, int]] = {}
         for spec in specs:
             self.register(spec)
 
@@ -38,13 +38,16 @@ class OptionRegistry:
             del self._by_name[old.name]
         self._by_code[spec.code] = spec
         self._by_name[spec.name] = spec
-        self._validators[spec.code] = spec.validate
+        self._rules[spec.code] = spec.length_rule or spec.validate
         return spec
 
     def unregister(self, code: int) -> None:
         spec = self._by_code.pop(code)
         del self._by_name[spec.name]
-        del self._validators[code]
+        del self._rules[code]
+
+    def __getitem__(self, code: int) -> OptionSpec[Any]:
+        return self._by_code[code]
 
     def get(self, code: int) -> OptionSpec[Any] | None:
         return self._by_code.get(code)
@@ -64,9 +67,12 @@ class OptionRegistry:
     def __len__(self) -> int:
         return len(self._by_code)
 
-    def validators(self) -> Mapping[int, Callable[[bytes], None]]:
-        """Code to bound ``validate`` method: what the decoder's hot loop looks up."""
-        return self._validators
+    def rules(self) -> Mapping[int, Callable[[bytes], None] | tuple[int, int, int]]:
+        """Code to its length rule, or to ``validate`` where length is not enough.
+
+        What the decoder's hot loop looks up: see :attr:`OptionSpec.length_rule`.
+        """
+        return self._rules
 
 
 #: The registry ``decode_message`` uses unless told otherwise; the RFC modules fill it.

@@ -159,31 +159,49 @@ def layout_options(
     return FieldLayout(head, file, sname)
 
 
-def collect_field(data: bytes, start: int, end: int, items: dict[int, bytes], budget: int = MAX_INSTANCES) -> int:
-    """Add the options of ``data[start:end]`` to ``items``, concatenating repeated codes.
+def collect_field(
+    data: bytes,
+    start: int,
+    end: int,
+    items: dict[int, bytes],
+    repeats: dict[int, list[bytes]],
+    *,
+    budget: int = MAX_INSTANCES,
+) -> int:
+    """Add the options of ``data[start:end]`` to ``items``; later instances of a code go to ``repeats``.
 
-    The decoder's hot path: the same walk as :func:`scan_field` (which the tests hold it
-    to), without building the span list that only error reporting and MAC location need.
+    The decoder's hot path: the same walk as :func:`scan_field` (the tests hold them to
+    agree), without the span list that only error reporting and MAC location need.
+    Repeated instances are gathered in lists and joined once by the caller, so a message
+    of many small instances costs linear time. ``budget`` bounds repeated instances;
+    first instances are bounded by the 254 codes. Returns the budget left.
     """
     pos = start
-    while pos < end:
-        code = data[pos]
-        if code == PAD:
-            pos += 1
-            continue
-        if code == END:
-            break
-        if pos + 1 >= end:
-            raise DecodeError(f"option {code}: length octet missing", pos)
-        value_end = pos + 2 + data[pos + 1]
-        if value_end > end:
-            raise DecodeError(f"option {code}: length {data[pos + 1]} runs past the end of the field", pos)
-        budget -= 1
-        if budget < 0:
-            raise DecodeError(f"more than {MAX_INSTANCES} option instances", pos)
-        if code in items:
-            items[code] += data[pos + 2 : value_end]
-        else:
-            items[code] = data[pos + 2 : value_end]
-        pos = value_end
+    try:
+        while pos < end:
+            code = data[pos]
+            if 0 < code < END:
+                value_end = pos + 2 + data[pos + 1]
+                if value_end > end:
+                    raise DecodeError(
+                        f"option {code}: length {data[pos + 1]} runs past the end of the field", pos
+                    )
+                if code in items:
+                    budget -= 1
+                    if budget < 0:
+                        raise DecodeError(f"more than {MAX_INSTANCES} repeated option instances", pos)
+                    parts = repeats.get(code)
+                    if parts is None:
+                        repeats[code] = [items[code], data[pos + 2 : value_end]]
+                    else:
+                        parts.append(data[pos + 2 : value_end])
+                else:
+                    items[code] = data[pos + 2 : value_end]
+                pos = value_end
+            elif code == PAD:
+                pos += 1
+            else:
+                break
+    except IndexError:
+        raise DecodeError(f"option {data[pos]}: length octet missing", pos) from None
     return budget

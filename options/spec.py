@@ -45,13 +45,16 @@ class OptionSpec(ABC, Generic[T]):
     the payload; the message decoder re-anchors them to the packet.
     """
 
-    __slots__ = ("code", "name")
+    __slots__ = ("code", "length_rule", "name")
 
     def __init__(self, code: int, name: str) -> None:
         if not 1 <= code <= 254:
             raise ValueError(f"option code {code} is outside 1..254 (0 and 255 are PAD and END)")
         self.code = code
         self.name = name
+        #: ``(minimum, maximum, multiple)`` when the payload length alone decides validity:
+        #: the decoder checks that inline instead of calling ``validate`` (most options).
+        self.length_rule: tuple[int, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.code} {self.name}>"
@@ -96,6 +99,10 @@ def jsonable(value: object) -> Any:
     raise TypeError(f"no JSON rendering for {type(value).__name__}")
 
 
+#: No upper bound on a payload's length but the message's own.
+UNBOUNDED: Final = 1 << 31
+
+
 def _length_error(name: str, size: int, rule: str) -> DecodeError:
     return DecodeError(f"{name}: length {size} {rule}", 0)
 
@@ -104,6 +111,10 @@ class AddressSpec(OptionSpec[IPv4Address]):
     """Exactly one IPv4 address (subnet mask, server identifier, requested address, ...)."""
 
     __slots__ = ()
+
+    def __init__(self, code: int, name: str) -> None:
+        super().__init__(code, name)
+        self.length_rule = (4, 4, 1)
 
     def validate(self, data: bytes) -> None:
         if len(data) != 4:
@@ -125,6 +136,7 @@ class AddressListSpec(OptionSpec[tuple[IPv4Address, ...]]):
     def __init__(self, code: int, name: str, min_count: int = 1) -> None:
         super().__init__(code, name)
         self.min_count = min_count
+        self.length_rule = (4 * min_count, UNBOUNDED, 4)
 
     def validate(self, data: bytes) -> None:
         size = len(data)
@@ -145,6 +157,10 @@ class AddressPairListSpec(OptionSpec[tuple[tuple[IPv4Address, IPv4Address], ...]
     """Pairs of addresses (policy filter, static routes): multiples of 8."""
 
     __slots__ = ()
+
+    def __init__(self, code: int, name: str) -> None:
+        super().__init__(code, name)
+        self.length_rule = (8, UNBOUNDED, 8)
 
     def validate(self, data: bytes) -> None:
         if not data or len(data) % 8:
@@ -179,11 +195,13 @@ class IntSpec(OptionSpec[int]):
         low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
         self.minimum = low if minimum is None else minimum
         self.maximum = high
+        if minimum is None:
+            self.length_rule = (size, size, 1)
 
     def validate(self, data: bytes) -> None:
         if len(data) != self.size:
             raise _length_error(self.name, len(data), f"is not {self.size}")
-        if self.minimum > 0 and self._struct.unpack(data)[0] < self.minimum:
+        if self.minimum > 0 and int.from_bytes(data, "big") < self.minimum:
             raise DecodeError(f"{self.name}: value below the minimum {self.minimum}", 0)
 
     def decode(self, data: bytes) -> int:
@@ -206,6 +224,7 @@ class IntListSpec(OptionSpec[tuple[int, ...]]):
         self.size = size
         self.min_count = min_count
         self._fmt = "B" if size == 1 else "H"
+        self.length_rule = (size * min_count, UNBOUNDED, size)
 
     def validate(self, data: bytes) -> None:
         size = len(data)
@@ -257,6 +276,7 @@ class TextSpec(OptionSpec[str]):
     def __init__(self, code: int, name: str, min_length: int = 1) -> None:
         super().__init__(code, name)
         self.min_length = min_length
+        self.length_rule = (min_length, UNBOUNDED, 1)
 
     def validate(self, data: bytes) -> None:
         if len(data) < self.min_length:
@@ -281,6 +301,7 @@ class BytesSpec(OptionSpec[bytes]):
     def __init__(self, code: int, name: str, min_length: int = 1) -> None:
         super().__init__(code, name)
         self.min_length = min_length
+        self.length_rule = (min_length, UNBOUNDED, 1)
 
     def validate(self, data: bytes) -> None:
         if len(data) < self.min_length:
@@ -307,10 +328,11 @@ class EnumSpec(OptionSpec[E]):
         self._members: dict[int, E] = {int(m): m for m in enum}
 
     def validate(self, data: bytes) -> None:
+        if len(data) == 1 and data[0] in self._members:
+            return
         if len(data) != 1:
             raise _length_error(self.name, len(data), "is not 1")
-        if data[0] not in self._members:
-            raise DecodeError(f"{self.name}: unknown value {data[0]}", 0)
+        raise DecodeError(f"{self.name}: unknown value {data[0]}", 0)
 
     def decode(self, data: bytes) -> E:
         self.validate(data)
