@@ -168,6 +168,7 @@ class ControlProtocol:
         self._reply: Packet | None = None  # the sca/scn answer prepared for the current RCR
         self._peer_options: tuple[Option, ...] = ()
         self._received: bytes = b""  # the packet being handled (for Code-Reject)
+        self._last_naked: bytes = b""  # the last Configure-Request we answered with a Nak
         self._received_id = 0
         self._now = 0.0
         self._packets: list[Packet] = []
@@ -370,10 +371,17 @@ class ControlProtocol:
 
     def _scr(self) -> None:
         options = self.policy.request_options()
+        wire = encode_options(options)
         # RFC 1661 5.1: "The Identifier field MUST be changed whenever the contents of the Options
-        # field changes"; a new one for every transmission is the simple way to satisfy that.
-        self._request = ConfigureRequest(self._new_id(), options)
-        self._request_wire = encode_options(options)
+        # field changes, and whenever a valid reply has been received for a previous request. For
+        # retransmissions, the Identifier MAY remain unchanged." We keep it for a retransmission so
+        # the peer can tell one from a new round (see Max-Failure in _scn).
+        if self._request is not None and wire == self._request_wire:
+            identifier = self._request.identifier
+        else:
+            identifier = self._new_id()
+        self._request = ConfigureRequest(identifier, options)
+        self._request_wire = wire
         self._request_raws = [o.encode() for o in options]
         self._restart_count -= 1
         self._start_timer()
@@ -389,8 +397,11 @@ class ControlProtocol:
     def _scn(self) -> None:
         reply = self._reply
         assert reply is not None
-        if reply.code == Code.CONFIGURE_NAK:
+        if reply.code == Code.CONFIGURE_NAK and self._received != self._last_naked:
+            # A retransmission of the request we Nak'd last (same Identifier and options) means our
+            # Nak was lost, not that the negotiation fails to converge: it does not count.
             self._failure_count += 1
+            self._last_naked = self._received
         self._packets.append(reply)
 
     def _str(self) -> None:
