@@ -12,12 +12,14 @@ Keys and nonces given by the user are never printed, not even in errors.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, BinaryIO, Final, TextIO
+from ipaddress import IPv4Address
+from typing import Any, BinaryIO, Final, NamedTuple, TextIO
 
 from options.errors import DecodeError
 from options.message import MAX_MESSAGE_SIZE, DhcpMessage, decode_message
@@ -492,8 +494,7 @@ class AuthReport:
         return " ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class OptionView:
+class OptionView(NamedTuple):
     """One option for display: its decoded value, or its bytes when the registry does not know it."""
 
     code: int
@@ -504,7 +505,7 @@ class OptionView:
     def to_json(self) -> Any:
         if self.spec is None:
             return bytes(self.value).hex()
-        return _json_safe(self.spec.to_json(self.value))
+        return self.spec.to_json(self.value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,6 +518,7 @@ class DecodedMessage:
     options: tuple[OptionView, ...]
     auth: AuthReport | None
     size: int
+    overload: int = 0
 
 
 class Decoder:
@@ -538,12 +540,19 @@ class Decoder:
         """Decode one payload; raises :class:`DecodeError` for a malformed one (counted)."""
         try:
             msg = decode_message(item.data, self._registry)
-            views = self._views(msg)
+            overload = _overload(msg)
+            views = self._views(msg, overload)
         except DecodeError:
             self.malformed += 1
             raise
         self.messages += 1
-        auth = self._check(msg, item) if 90 in msg.options else None
+        auth = None
+        for view in views:
+            if view.code == 90:
+                value = view.value
+                if not isinstance(value, Authentication):  # a registry with its own option 90
+                    value = AUTHENTICATION.decode(msg.options[90])
+                auth = self._check(msg, item, value)
         if auth is not None:
             if auth.valid:
                 self.auth_valid += 1
@@ -551,27 +560,26 @@ class Decoder:
                 self.auth_failed += 1
             else:
                 self.auth_unchecked += 1
-        return DecodedMessage(item.source, item.detail, msg, views, auth, len(item.data))
+        return DecodedMessage(item.source, item.detail, msg, views, auth, len(item.data), overload)
 
-    def _views(self, msg: DhcpMessage) -> tuple[OptionView, ...]:
-        registry = self._registry
+    def _views(self, msg: DhcpMessage, overload: int) -> tuple[OptionView, ...]:
+        get = self._registry.get
         views = []
-        for code, payload in msg.options.items():
-            spec = registry.get(code)
+        for code, payload in msg.options.items_list():
+            spec = get(code)
             if spec is None:
                 views.append(OptionView(code, "unknown", None, payload))
             else:
                 views.append(OptionView(code, spec.name, spec, spec.decode(payload)))
-        overload = _overload(msg)
         if overload and 52 not in msg.options:
+            registry = self._registry
             spec = registry.get(52)
             value = spec.decode(bytes((overload,))) if spec is not None else bytes((overload,))
             name = spec.name if spec is not None else "unknown"
             views.insert(_overload_position(msg), OptionView(52, name, spec, value))
         return tuple(views)
 
-    def _check(self, msg: DhcpMessage, item: Payload) -> AuthReport:
-        auth = AUTHENTICATION.decode(msg.options[90])
+    def _check(self, msg: DhcpMessage, item: Payload, auth: Authentication) -> AuthReport:
         protocol = auth.protocol
         if protocol in (AuthProtocol.DELAYED, AuthProtocol.DELAYED_REALM) and auth.has_mac:
             sid = auth.secret_id
@@ -699,7 +707,7 @@ def _field_text(raw: bytes, wire_field: bytes, overloaded: bool) -> str:
 
 def _fields(decoded: DecodedMessage) -> tuple[str, str]:
     msg = decoded.message
-    overload = _overload(msg)
+    overload = decoded.overload
     wire = msg.wire
     sname = _field_text(msg.sname, wire[_SNAME] if wire else msg.sname, bool(overload & 2))
     file = _field_text(msg.file, wire[_FILE] if wire else msg.file, bool(overload & 1))
@@ -720,13 +728,13 @@ def message_json(decoded: DecodedMessage) -> dict[str, Any]:
         "xid": msg.xid,
         "secs": msg.secs,
         "flags": msg.flags,
-        "ciaddr": str(msg.ciaddr),
-        "yiaddr": str(msg.yiaddr),
-        "siaddr": str(msg.siaddr),
-        "giaddr": str(msg.giaddr),
+        "ciaddr": _dotted(msg.ciaddr),
+        "yiaddr": _dotted(msg.yiaddr),
+        "siaddr": _dotted(msg.siaddr),
+        "giaddr": _dotted(msg.giaddr),
         "chaddr": msg.hardware_address.hex(),
-        "sname": _json_safe(sname),
-        "file": _json_safe(file),
+        "sname": sname,
+        "file": file,
         "message_type": mtype.name if mtype is not None else None,
         "options": [{"code": v.code, "name": v.name, "value": v.to_json()} for v in decoded.options],
         "auth": decoded.auth.to_json() if decoded.auth is not None else None,
@@ -735,6 +743,18 @@ def message_json(decoded: DecodedMessage) -> dict[str, Any]:
 
 def error_json(source: str, reason: str, offset: int | None) -> dict[str, Any]:
     return {"source": source, "error": reason, "offset": offset}
+
+
+def json_line(obj: dict[str, Any]) -> str:
+    """One JSON Lines record, ASCII, with bytes kept by surrogateescape shown as ``\\xNN``."""
+    line = json.dumps(obj)
+    # Lone surrogates would be written as \udcNN, which strict parsers refuse: the rare
+    # line that has any is rendered again from a cleaned copy.
+    return json.dumps(_json_safe(obj)) if "\\ud" in line else line
+
+
+#: Headers repeat a handful of addresses (mostly 0.0.0.0); formatting one costs microseconds.
+_dotted: Callable[[IPv4Address], str] = functools.lru_cache(maxsize=4096)(str)
 
 
 def _flat(value: Any, nested: bool = False) -> str:
@@ -813,11 +833,11 @@ def run_decode(config: DecodeConfig, stdout: TextIO, stderr: TextIO, stdin: Bina
                 decoded = decoder.decode(item)
             except DecodeError as exc:
                 if as_json:
-                    write(json.dumps(error_json(item.source, exc.reason, exc.offset)) + "\n")
+                    write(json_line(error_json(item.source, exc.reason, exc.offset)) + "\n")
                 else:
                     write(format_error(item.source, exc.reason, exc.offset))
             else:
-                write(json.dumps(message_json(decoded)) + "\n" if as_json else format_table(decoded) + "\n")
+                write(json_line(message_json(decoded)) + "\n" if as_json else format_table(decoded) + "\n")
             if live:
                 stdout.flush()
         elif isinstance(item, Failure):
@@ -826,11 +846,11 @@ def run_decode(config: DecodeConfig, stdout: TextIO, stderr: TextIO, stdin: Bina
                 where = f" (at byte {item.offset})" if item.offset is not None else ""
                 stderr.write(f"ce-autoconf decode: {_ascii(item.source)}: {_ascii(item.reason)}{where}\n")
                 if as_json:
-                    write(json.dumps(error_json(item.source, item.reason, item.offset)) + "\n")
+                    write(json_line(error_json(item.source, item.reason, item.offset)) + "\n")
             else:
                 decoder.malformed += 1
                 if as_json:
-                    write(json.dumps(error_json(item.source, item.reason, item.offset)) + "\n")
+                    write(json_line(error_json(item.source, item.reason, item.offset)) + "\n")
                 else:
                     write(format_error(item.source, item.reason, item.offset))
         elif not config.quiet:
