@@ -785,6 +785,12 @@ def _human(view: OptionView) -> str:
     return _flat(view.to_json())
 
 
+def _table_field(name: str, value: str, overloaded: bool) -> str:
+    if overloaded:
+        return f" {name}=<options>"  # listed with the others; JSON has the field's hex
+    return f' {name}="{_ascii(value)}"' if value else ""
+
+
 def format_table(decoded: DecodedMessage) -> str:
     """One readable block per message, ASCII only."""
     msg = decoded.message
@@ -801,8 +807,8 @@ def format_table(decoded: DecodedMessage) -> str:
         f" flags={flags} hops={msg.hops}",
         f"  ciaddr={msg.ciaddr} yiaddr={msg.yiaddr} siaddr={msg.siaddr} giaddr={msg.giaddr}",
         f"  chaddr={chaddr} htype={msg.htype} hlen={msg.hlen}"
-        + (f' sname="{_ascii(sname)}"' if sname else "")
-        + (f' file="{_ascii(file)}"' if file else ""),
+        + _table_field("sname", sname, bool(decoded.overload & 2))
+        + _table_field("file", file, bool(decoded.overload & 1)),
     ]
     width = max((len(v.name) for v in decoded.options), default=0)
     lines.extend(f"  {v.code:>3} {v.name:<{width}}  {_human(v)}" for v in decoded.options)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from ce_autoconf.cli import main
-from options import BOOTREPLY, DhcpMessage, MessageType, Options, encode_message, rfc2132
+from options import BOOTREPLY, DhcpMessage, MessageType, Options, decode_tool, encode_message, rfc2132
 
 ROOT = Path(__file__).resolve().parents[2]
 CAPTURES = ROOT / "examples" / "captures"
@@ -413,3 +413,53 @@ def test_console_script_as_a_process() -> None:
     )
     assert module.returncode == 0
     assert module.stdout.startswith("ce-autoconf ")
+
+
+def test_overloaded_fields_and_non_utf8_text(capsys: pytest.CaptureFixture[str]) -> None:
+    servers = tuple(IPv4Address(0x0A000000 + i) for i in range(60))
+    msg = DhcpMessage(
+        op=BOOTREPLY,
+        options=Options(
+            [
+                rfc2132.MESSAGE_TYPE.item(MessageType.DHCPACK),
+                rfc2132.DOMAIN_NAME_SERVER.item(servers),
+                (12, b"h\x80st\x07"),  # host name with a byte that is not UTF-8 and a control
+            ]
+        ),
+    )
+    wire = encode_message(msg, max_payload=400)  # too small: options spill into file and sname
+    _, records = run_json(capsys, "--hex", wire.hex())
+    (record,) = records
+    options = {o["code"]: o["value"] for o in record["options"]}
+    assert options[52] == 3  # as received, although the codec folds it away
+    assert options[6] == [str(s) for s in servers]
+    assert options[12] == "h\\x80st\x07"  # valid JSON for strict parsers: no lone surrogate
+    assert record["file"] == wire[108:236].rstrip(b"\0").hex()
+    assert record["sname"] == wire[44:108].rstrip(b"\0").hex()
+    status, out, _ = run(capsys, "decode", "--hex", wire.hex())
+    assert status == 0
+    assert out.isascii()
+    assert "sname=<options> file=<options>" in out
+    assert "host_name" in out
+    assert "h\\x80st\\x07" in out
+
+
+def test_nonce_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(decode_tool, "MAX_NONCE_CLIENTS", 2)
+    decoder = decode_tool.Decoder(decode_tool.DecodeConfig())
+    for client in (b"a", b"b", b"c"):
+        decoder._remember((1, client), bytes(16), "test")
+    assert sorted(c for _, c in decoder._nonces) == [b"b", b"c"]
+
+
+def test_no_input_on_a_terminal_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(Terminal()))
+    status, _, err = run(capsys, "decode")
+    assert status == 2
+    assert "no input" in err
