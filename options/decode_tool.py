@@ -539,7 +539,7 @@ class Decoder:
     def decode(self, item: Payload) -> DecodedMessage:
         """Decode one payload; raises :class:`DecodeError` for a malformed one (counted)."""
         try:
-            msg = decode_message(item.data, self._registry)
+            msg = decode_message(item.data, self._registry, strict=True)
             overload = _overload(msg)
             views = self._views(msg, overload)
         except DecodeError:

@@ -463,3 +463,13 @@ def test_no_input_on_a_terminal_is_a_usage_error(
     status, _, err = run(capsys, "decode")
     assert status == 2
     assert "no input" in err
+
+
+def test_malformed_option_value_is_reported_at_its_packet_offset(capsys: pytest.CaptureFixture[str]) -> None:
+    wire = bytearray(small_message())
+    start = wire.index(bytes([1, 4, 255, 255, 255, 0]), 240)  # subnet mask: code, length, value
+    wire[start + 1 : start + 6] = bytes([3, 255, 255, 255])  # length 3 (and one byte fewer)
+    _, records = run_json(capsys, "--hex", bytes(wire[:-1]).hex())
+    (error,) = records
+    assert "subnet_mask" in error["error"]
+    assert error["offset"] == start + 2  # the first byte of the value
