@@ -8,6 +8,7 @@ FCS-16 (CRC-16/X.25) by default, FCS-32 (the CRC-32 of zlib) when negotiated.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -160,21 +161,28 @@ class HdlcDeframer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Frames completed by ``data``, in order; partial frames wait for the next chunk."""
-        frames: list[bytes] = []
+        return list(self.frames(data))
+
+    def frames(self, data: bytes) -> Iterator[bytes]:
+        """Like :meth:`feed`, but each frame is checked only when the caller asks for it.
+
+        A session changes :attr:`receive_accm` when LCP opens, and the frames after the one that
+        opened it -- possibly in the same chunk -- must be read with the new map. Consume it fully.
+        """
         parts = data.split(b"\x7e")
+        last = len(parts) - 1
         for index, part in enumerate(parts):
             if not self._discarding:
                 self._buf += part
                 if len(self._buf) > 2 * self.max_frame:  # escaped size can be at most twice the octets
                     self._drop_oversized()
-            if index < len(parts) - 1:  # a flag follows this part
-                if not self._discarding:
-                    frame = self._finish(bytes(self._buf))
-                    if frame is not None:
-                        frames.append(frame)
+            if index < last:  # a flag follows this part
+                raw = bytes(self._buf) if not self._discarding else b""
                 self._buf.clear()
                 self._discarding = False
-        return frames
+                frame = self._finish(raw)
+                if frame is not None:
+                    yield frame
 
     def _drop_oversized(self) -> None:
         self.counters.oversized += 1

@@ -95,14 +95,16 @@ class PppSession:
         return True
 
     def receive_data(self, data: bytes, now: float) -> None:
-        for raw in self._deframer.feed(data):
+        for raw in self._deframer.frames(data):
             try:
                 frame = decode_frame(raw)
             except DecodeError:
                 self.counters.malformed_frames += 1
                 continue
             self._receive_frame(frame, now)
-        self._pump(now)
+            # Act on each frame before reading the next: the Ack that opens LCP changes the receive
+            # ACCM, and the peer's next frame (same read) is already sent with the negotiated one.
+            self._pump(now)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)

@@ -146,3 +146,17 @@ def test_invalid_fcs_size_refused() -> None:
         encode_hdlc(b"", fcs_bits=8)
     with pytest.raises(ValueError, match="FCS size"):
         HdlcDeframer(fcs_bits=24)
+
+
+def test_receive_accm_change_applies_to_the_rest_of_the_same_chunk() -> None:
+    """Found on a real pty: LCP's last Ack and the first IPCP frame (sent with ACCM 0) arrived in
+    one read; the IPCP frame must be checked with the map LCP just settled."""
+    lcp_ack = encode_hdlc(b"\xff\x03\xc0\x21\x02\x01\x00\x04")
+    ipcp = encode_hdlc(b"\xff\x03\x80\x21\x01\x01\x00\x04", accm=0)
+    deframer = HdlcDeframer()
+    got = []
+    for frame in deframer.frames(lcp_ack + ipcp):
+        got.append(frame)
+        deframer.receive_accm = 0  # what a session does when that Ack opens LCP
+    assert got == [b"\xff\x03\xc0\x21\x02\x01\x00\x04", b"\xff\x03\x80\x21\x01\x01\x00\x04"]
+    assert deframer.counters.bad_fcs == 0

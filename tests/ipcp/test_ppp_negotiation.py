@@ -302,3 +302,16 @@ def test_lcp_and_ipcp_layer_events_in_order() -> None:
     ups = [e for e in wire.ce_events if isinstance(e, LayerUp)]
     assert ups == [LayerUp(Protocol.LCP), LayerUp(Protocol.IPCP)]
     assert NegotiationConfig().max_configure == 10
+
+
+def test_whole_reads_with_several_frames_keep_every_fcs_good() -> None:
+    """Deliver everything each side wrote in one chunk, as a pty read does: the first IPCP frame (sent
+    with ACCM 0) often shares a read with the Ack that opened LCP. Found on a real pty pair."""
+    ce, nas = make_pair()
+    ce.start(0)
+    nas.start(0)
+    for _ in range(20):
+        nas.receive_data(ce.data_to_send(), 0)
+        ce.receive_data(nas.data_to_send(), 0)  # CE gets NAS's request and Ack in one read
+    assert (ce.ipcp.state, nas.ipcp.state) == (State.OPENED, State.OPENED)
+    assert ce._deframer.counters.bad_fcs == nas._deframer.counters.bad_fcs == 0
