@@ -346,6 +346,8 @@ def decode_message(
             budget = collect_field(data, *_FILE, items, repeats, budget=budget)
         if overload & 2:
             collect_field(data, *_SNAME, items, repeats, budget=budget)
+        if 52 in repeats:  # one in file or sname: it counts nowhere but the options field
+            raise DecodeError("option_overload inside an overloaded field", _packet_offset(data, 52, 1))
         # The overloaded fields hold options, not names, and option 52 is the encoder's to
         # choose: dropping both lets a decoded message be re-encoded to the same bytes.
         del items[52]
