@@ -12,6 +12,7 @@ from the ceiling, skipping at most one block of unused values but never reusing 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -62,11 +63,16 @@ class FileCeilingStore:
         directory = self.path.parent
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
         try:
-            os.write(fd, f"{ceiling}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            try:
+                os.write(fd, f"{ceiling}\n".encode("ascii"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a full disk must not also fill up with temporary files
+            raise
         dir_fd = os.open(directory, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
