@@ -51,6 +51,8 @@ BOOTP_MIN_SIZE: Final = 300
 _HEADER: Final = struct.Struct("!BBBBIHHIIII16s64s128s4s")
 _FIXED: Final = _HEADER.size  # 240: header and cookie
 _FILE: Final = (108, 236)
+_EMPTY_FILE: Final = bytes(128)
+_EMPTY_SNAME: Final = bytes(64)
 _SNAME: Final = (44, 108)
 
 
@@ -437,8 +439,8 @@ def encode_message(
     max_payload = min(max_payload, MAX_MESSAGE_SIZE)
     if max_payload < _FIXED + 1:
         raise EncodeError(f"max_payload {max_payload} leaves no room for options")
-    file_free = not msg.file.strip(b"\0")
-    sname_free = not msg.sname.strip(b"\0")
+    file_free = msg.file == _EMPTY_FILE
+    sname_free = msg.sname == _EMPTY_SNAME
     layout = layout_options(msg.options.items_list(), max_payload - _FIXED, file_free, sname_free)
     fields = msg._header
     if layout.overload:

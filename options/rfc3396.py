@@ -11,6 +11,7 @@ when the options field is full the remaining instances continue in ``file`` then
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from options.errors import DecodeError, EncodeError
@@ -38,6 +39,8 @@ MAX_INSTANCES: Final = 1024
 #: (RFC 2131 4.1), the message type, and RFC 3118 authentication, whose MAC is located
 #: and checked in place (two instances are refused by dhcpcd).
 UNSPLITTABLE: Final = frozenset({52, 53, 90})
+
+_CODE_LENGTH: Final = struct.Struct("BB").pack
 
 
 def scan_field(
@@ -132,10 +135,16 @@ def layout_options(
     message size minus the 240-byte fixed part). Raises :class:`EncodeError` when the
     options do not fit even with overload.
     """
+    parts: list[bytes] = []
     for code, payload in items:
-        if code in UNSPLITTABLE and len(payload) > 255:
-            raise EncodeError(f"option {code} has {len(payload)} octets; it is never split, so 255 at most")
-    plain = b"".join(b"".join(instances(code, payload)) for code, payload in items)
+        size = len(payload)
+        if size <= 255:
+            parts += (_CODE_LENGTH(code, size), payload)
+        elif code in UNSPLITTABLE:
+            raise EncodeError(f"option {code} has {size} octets; it is never split, so 255 at most")
+        else:
+            parts += instances(code, payload)
+    plain = b"".join(parts)
     if len(plain) + 1 <= options_room:
         return FieldLayout(plain + bytes((END,)), None, None)
     if not (file_free or sname_free):
