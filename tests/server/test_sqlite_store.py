@@ -1,0 +1,289 @@
+"""SqliteStore: the reference semantics of Snapshot.apply, durability under kill -9, file modes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import textwrap
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dhcp_server.actions import (
+    CeDelete,
+    CeilingWrite,
+    CeWrite,
+    LeaseWrite,
+    ReplayWrite,
+    SecretDelete,
+    SecretWrite,
+    VpnDelete,
+    VpnWrite,
+    Write,
+)
+from dhcp_server.model import AuthPolicy, CeRecord, ClientKey, Lease, LeaseState, VpnRecord
+from dhcp_server.sqlite_store import SCHEMA_VERSION, SqliteStore, StoreError
+from dhcp_server.store import MemoryStore, Snapshot
+from options.strategies import text_values
+
+REPO = Path(__file__).resolve().parents[2]
+
+# -- strategies: few distinct keys, so writes collide, overwrite and delete each other ----------
+
+addresses = st.one_of(st.integers(0xC0000200, 0xC0000207), st.sampled_from([0, 0xFFFFFFFF, 0x0A000001])).map(
+    IPv4Address
+)
+clients = st.one_of(
+    st.sampled_from([ClientKey.from_hardware(1, bytes(6)), ClientKey.from_client_id(b"\x01ce-1")]),
+    st.binary(max_size=20).map(ClientKey.from_client_id),
+)
+u64 = st.one_of(st.integers(0, (1 << 64) - 1), st.sampled_from([0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]))
+times = st.floats(allow_nan=False, allow_infinity=True)
+names = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+vpn_ids = st.sampled_from([0, 1, 7, 0xFFFFFFFF])
+ce_names = st.sampled_from(["ce-a", "ce-b", "ce-c", "é"])
+secret_ids = st.sampled_from([0, 0x1234, 0xFFFFFFFF])
+
+leases = st.builds(
+    Lease,
+    address=addresses,
+    client=clients,
+    chaddr=st.binary(max_size=16),
+    expires=times,
+    state=st.sampled_from(LeaseState),
+    xid=st.integers(0, 0xFFFFFFFF),
+    hostname=st.none() | text_values(),
+    nonce=st.none() | st.binary(min_size=16, max_size=16),
+    updated=times,
+)
+vpns = st.builds(
+    VpnRecord,
+    vpn_id=vpn_ids,
+    name=names,
+    vpn_servers=st.lists(addresses, max_size=4).map(tuple),
+    auth=st.sampled_from(AuthPolicy),
+)
+ces = st.builds(
+    CeRecord,
+    name=ce_names,
+    client=st.none() | clients,
+    secret_id=st.none() | secret_ids,
+    vpns=st.frozensets(vpn_ids, max_size=3),
+    static_address=st.none() | addresses,
+)
+writes: st.SearchStrategy[Write] = st.one_of(
+    st.builds(LeaseWrite, leases),
+    st.builds(ReplayWrite, clients, u64),
+    st.builds(CeilingWrite, u64),
+    st.builds(VpnWrite, vpns),
+    st.builds(VpnDelete, vpn_ids),
+    st.builds(CeWrite, ces),
+    st.builds(CeDelete, ce_names),
+    st.builds(SecretWrite, secret_ids, st.binary(max_size=64)),
+    st.builds(SecretDelete, secret_ids),
+)
+batches = st.lists(st.lists(writes, max_size=12), max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=batches, split=st.integers(0, 6))
+def test_equals_memory_store_including_after_reopen(batches: list[list[Write]], split: int) -> None:
+    """Any write sequence, batched any way, loads back as Snapshot.apply says, across a restart."""
+    reference = MemoryStore()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "store.sqlite"
+        store = SqliteStore(path)
+        for i, batch in enumerate(batches):
+            if i == split:  # a restart in the middle of the sequence
+                store.close()
+                store = SqliteStore(path)
+            store.commit(batch)
+            reference.commit(batch)
+            assert store.load() == reference.load()
+        store.close()
+        store = SqliteStore(path)
+        assert store.load() == reference.load()
+        assert store.integrity_check() == ["ok"]
+        store.close()
+
+
+def lease(address: str, **kw: object) -> Lease:
+    fields: dict[str, object] = {
+        "client": ClientKey.from_hardware(1, bytes.fromhex("020000770032")),
+        "chaddr": bytes.fromhex("020000770032"),
+        "expires": 1_700_000_000.5,
+    }
+    fields.update(kw)
+    return Lease(IPv4Address(address), **fields)  # type: ignore[arg-type]
+
+
+def test_empty_store_loads_empty_snapshot(store_path: Path) -> None:
+    store = SqliteStore(store_path)
+    assert store.load() == Snapshot()
+    store.close()
+
+
+def test_failed_commit_keeps_nothing_of_the_batch(store_path: Path) -> None:
+    store = SqliteStore(store_path)
+    store.commit([LeaseWrite(lease("10.0.0.1"))])
+    before = store.load()
+    # The bad lease comes after good writes of several kinds: the whole batch must go.
+    bad: list[Write] = [
+        LeaseWrite(lease("10.0.0.2")),
+        SecretWrite(1, b"k" * 16),
+        CeWrite(CeRecord("ce-1", None, None, frozenset({7}))),
+        LeaseWrite(lease("10.0.0.3", xid=1 << 64)),
+    ]
+    with pytest.raises(StoreError, match="nothing written"):
+        store.commit(bad)
+    assert store.load() == before
+    with pytest.raises(StoreError, match="64-bit"):
+        store.commit([LeaseWrite(lease("10.0.0.4")), ReplayWrite(ClientKey(b"x"), -1)])
+    assert store.load() == before
+    store.commit([LeaseWrite(lease("10.0.0.5"))])  # the connection is still usable
+    assert set(store.load().leases) == {IPv4Address("10.0.0.1"), IPv4Address("10.0.0.5")}
+    store.close()
+
+
+def test_replay_state_keeps_the_maximum(store_path: Path) -> None:
+    client = ClientKey.from_client_id(b"ce")
+    store = SqliteStore(store_path)
+    store.commit([ReplayWrite(client, (1 << 64) - 1), CeilingWrite(1 << 63)])
+    store.commit([ReplayWrite(client, 5), CeilingWrite(3)])
+    snap = store.load()
+    assert snap.replay == {client: (1 << 64) - 1}
+    assert snap.ceiling == 1 << 63
+    store.close()
+
+
+def test_hostname_that_is_not_utf8_round_trips(store_path: Path) -> None:
+    """A client's host name is kept as the bytes it sent: a commit must not fail on it."""
+    name = b"r\xe9seau-\xff".decode("utf-8", "surrogateescape")
+    store = SqliteStore(store_path)
+    store.commit([LeaseWrite(lease("10.0.0.9", hostname=name))])
+    store.close()
+    store = SqliteStore(store_path)
+    assert store.load().leases[IPv4Address("10.0.0.9")].hostname == name
+    store.close()
+
+
+def test_deleting_a_ce_removes_its_memberships(store_path: Path) -> None:
+    store = SqliteStore(store_path)
+    store.commit([VpnWrite(VpnRecord(7, "blue")), CeWrite(CeRecord("ce-1", None, None, frozenset({7})))])
+    store.commit([CeDelete("ce-1")])
+    store.close()
+    with sqlite3.connect(store_path) as conn:
+        assert conn.execute("SELECT count(*) FROM ce_vpns").fetchone() == (0,)
+    conn.close()
+
+
+@pytest.mark.usefixtures("umask_022")
+def test_files_are_private(store_path: Path) -> None:
+    """The store holds RFC 3118 keys: the file and its WAL companions are 0600."""
+    store = SqliteStore(store_path)
+    store.commit([SecretWrite(1, b"k" * 16)])
+    for suffix in ("", "-wal", "-shm"):
+        path = store_path.with_name(store_path.name + suffix)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    store.close()
+
+
+def test_a_readable_store_is_tightened(store_path: Path) -> None:
+    store_path.touch()
+    store_path.chmod(0o644)
+    SqliteStore(store_path).close()
+    assert stat.S_IMODE(store_path.stat().st_mode) == 0o600
+
+
+def test_wal_mode_and_schema_version_are_recorded(store_path: Path) -> None:
+    SqliteStore(store_path).close()
+    conn = sqlite3.connect(store_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
+def test_newer_schema_is_refused(store_path: Path) -> None:
+    SqliteStore(store_path).close()
+    conn = sqlite3.connect(store_path)
+    with conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this server"):
+        SqliteStore(store_path)
+
+
+def test_a_file_that_is_not_a_store_is_refused(store_path: Path) -> None:
+    store_path.write_bytes(b"not a database, just some bytes" * 100)
+    with pytest.raises(StoreError, match=str(store_path)):
+        SqliteStore(store_path)
+
+
+# -- crash safety ----------------------------------------------------------------------------------
+
+LEASES_PER_BATCH = 5
+CHILD = textwrap.dedent(
+    """
+    import itertools, sys
+    from ipaddress import IPv4Address
+    from dhcp_server.actions import CeilingWrite, LeaseWrite
+    from dhcp_server.model import ClientKey, Lease
+    from dhcp_server.sqlite_store import SqliteStore
+
+    store = SqliteStore(sys.argv[1])
+    per = int(sys.argv[2])
+    for n in itertools.count():
+        writes = [
+            LeaseWrite(Lease(IPv4Address(0x0A000000 + n * per + i), ClientKey(b"hw:%d" % n), b"", 1e9, xid=n))
+            for i in range(per)
+        ]
+        store.commit([*writes, CeilingWrite(n)])
+        sys.stdout.write(f"{n}\\n")
+        sys.stdout.flush()
+    """
+)
+
+
+def test_kill_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
+    """A batch reported after commit returned survives kill -9; batches stay whole."""
+    rng = random.Random(3118)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for run in range(4):
+        path = tmp_path / f"crash{run}.sqlite"
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(LEASES_PER_BATCH)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        target = rng.randint(1, 150)
+        for _ in range(target):  # the child keeps committing while we read
+            assert child.stdout.readline(), "child died"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        reported = [int(line) for line in child.stdout.read().split("\n") if line]
+        child.stdout.close()
+        acknowledged = target - 1 + len(reported)  # highest batch number printed
+
+        store = SqliteStore(path)
+        snap = store.load()
+        assert store.integrity_check() == ["ok"]
+        store.close()
+        by_batch: dict[int, int] = {}
+        for lease in snap.leases.values():
+            by_batch[lease.xid] = by_batch.get(lease.xid, 0) + 1
+        committed = max(by_batch)
+        assert committed >= acknowledged, f"run {run}: batch {acknowledged} was acknowledged, lost"
+        assert sorted(by_batch) == list(range(committed + 1)), "a gap: some batch vanished"
+        assert set(by_batch.values()) == {LEASES_PER_BATCH}, "a batch was cut in half"
+        assert snap.ceiling == committed
