@@ -10,7 +10,7 @@ import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -29,7 +29,9 @@ from dhcp_server.model import (
     SubnetConfig,
     VpnRecord,
 )
-from options import DhcpMessage, decode_message
+from options import BOOTREPLY, DhcpMessage, MessageType, Options, decode_message, encode_message
+from options.rfc2132 import IP_ADDRESS_LEASE_TIME, MESSAGE_TYPE, SERVER_IDENTIFIER
+from options.rfc3118 import AUTHENTICATION, Authentication, sign
 from options.vpn import registry_with_vpn_codes
 
 SERVER_ID = IPv4Address("10.77.0.1")
@@ -231,3 +233,43 @@ class Lan:
 
     def advance(self, seconds: float) -> None:
         self.run(self.now + seconds)
+
+
+def forge(
+    message_type: MessageType,
+    *,
+    xid: int,
+    chaddr: bytes,
+    yiaddr: IPv4Address = ZERO,
+    ciaddr: IPv4Address = ZERO,
+    extra: Sequence[tuple[int, bytes]] = (),
+    auth: Authentication | None = None,
+    sign_key: bytes | None = None,
+    lease_time: int | None = 600,
+) -> bytes:
+    """A server message built by hand (a hostile or replaying server), optionally signed."""
+    items: list[tuple[int, bytes]] = [MESSAGE_TYPE.item(message_type), SERVER_IDENTIFIER.item(SERVER_ID)]
+    if lease_time is not None and message_type in (MessageType.DHCPOFFER, MessageType.DHCPACK):
+        items.append(IP_ADDRESS_LEASE_TIME.item(lease_time))
+    items.extend(extra)
+    if auth is not None:
+        items.append(AUTHENTICATION.item(auth))
+    msg = DhcpMessage(
+        op=BOOTREPLY,
+        xid=xid,
+        chaddr=chaddr,
+        yiaddr=yiaddr,
+        ciaddr=ciaddr,
+        options=Options(items),
+    )
+    payload = encode_message(msg, max_payload=65000)
+    if sign_key is not None:
+        payload = sign(payload, sign_key)
+    return payload
+
+
+def resign(payload: bytes, sign_key: bytes, *, xid: int | None = None) -> bytes:
+    """A captured message with another xid, MAC recomputed: a replay by someone with the key."""
+    if xid is not None:
+        payload = payload[:4] + xid.to_bytes(4, "big") + payload[8:]
+    return sign(payload, sign_key)
