@@ -26,6 +26,7 @@ from dhcp_server.directory import Directory
 from dhcp_server.forcerenew import ForcerenewQueue, Pending
 from dhcp_server.leases import LeaseTable
 from dhcp_server.model import (
+    AuthPolicy,
     CeRecord,
     ClientKey,
     Lease,
@@ -67,8 +68,9 @@ from options.rfc2132 import (
     SUBNET_MASK,
 )
 from options.rfc3046 import RELAY_AGENT_INFORMATION
-from options.rfc3118 import AUTHENTICATION, Authentication
+from options.rfc3118 import AUTHENTICATION, Authentication, sign
 from options.rfc3203 import build_forcerenew
+from options.rfc3396 import instances, scan_field
 from options.rfc6704 import FORCERENEW_NONCE_CAPABLE, NONCE_SIZE, forcerenew_hmac, reconfigure_nonce
 from options.spec import AddressListSpec
 from options.vpn import PeerCeSpec, full_sync_blocks, registry_with_vpn_codes, vpn_specs
@@ -434,8 +436,6 @@ class ServerEngine:
 
     def _may_see_vpn_data(self, ce: CeRecord, verdict: AuthVerdict) -> bool:
         """Peer lists go only to a CE that proved who it is, unless every VPN of it waives that."""
-        from dhcp_server.model import AuthPolicy  # noqa: PLC0415 - local to keep the import list short
-
         if verdict.authenticated:
             return True
         vpns = [self.directory.vpns[v] for v in ce.vpns if v in self.directory.vpns]
@@ -627,8 +627,6 @@ class ServerEngine:
             xid=lease.xid,
             auth=auth,
         )
-        from options.rfc3118 import sign  # noqa: PLC0415
-
         payload = sign(encode_message(message), sign_key)
         self.forcerenews.sent(client, now)
         self.counters["sent:DHCPFORCERENEW"] += 1
@@ -697,15 +695,11 @@ def _append_relay_info(payload: bytes, relay_info: bytes) -> bytes:
     the MAC over the message without it: sign first, then add 82 before END, and the
     bytes the client receives are exactly the bytes that were signed.
     """
-    from options.rfc3396 import instances  # noqa: PLC0415
-
     end = _end_of_options(payload)
     return payload[:end] + b"".join(instances(82, relay_info)) + payload[end:]
 
 
 def _end_of_options(payload: bytes) -> int:
-    from options.rfc3396 import scan_field  # noqa: PLC0415
-
     spans: list[tuple[int, int, int]] = []
     scan_field(payload, 240, len(payload), spans)
     return spans[-1][2] if spans else 240

@@ -39,6 +39,7 @@ __all__ = [
     "locate_authentication",
     "sign",
     "verify",
+    "verify_token",
 ]
 
 MAC_SIZE: Final = 16
@@ -301,3 +302,20 @@ def verify(payload: bytes, keys: KeyLookup | None = None, *, nonce: bytes | None
     if hmac.compare_digest(expected, payload[end - MAC_SIZE : end]):
         return AuthCheck(True, "valid", auth)
     return AuthCheck(False, "MAC mismatch", auth)
+
+
+def verify_token(payload: bytes, token: bytes) -> AuthCheck:
+    """Check a configuration token (protocol 0, RFC 3118 section 4), in constant time.
+
+    The token travels in clear: it keeps misconfigured hosts out, not attackers.
+    """
+    try:
+        start, end = locate_authentication(payload)
+        auth = AUTHENTICATION.decode(payload[start:end])
+    except DecodeError as exc:
+        return AuthCheck(False, exc.reason)
+    if auth.protocol != AuthProtocol.CONFIGURATION_TOKEN or auth.algorithm != AuthAlgorithm.NONE:
+        return AuthCheck(False, f"protocol {auth.protocol} is not the configuration token", auth)
+    if hmac.compare_digest(auth.information, token):
+        return AuthCheck(True, "valid", auth)
+    return AuthCheck(False, "token mismatch", auth)

@@ -26,7 +26,7 @@ from options import (
 )
 from options.message import MAGIC_COOKIE, MAX_MESSAGE_SIZE
 from options.rfc2132 import ROUTER
-from options.rfc3118 import AUTHENTICATION, Authentication, StaticKeys, sign, verify
+from options.rfc3118 import AUTHENTICATION, Authentication, StaticKeys, sign, verify, verify_token
 from options.rfc3396 import END, scan_field
 from options.rfc6704 import forcerenew_hmac
 from options.strategies import encoded_messages, hostile_bytes, ipv4_addresses, messages, options_maps
@@ -359,3 +359,16 @@ def test_verify_never_raises(data: bytes, key: bytes) -> None:
     check = verify(data, StaticKeys({0: key}), nonce=key)
     assert isinstance(check.valid, bool)
     assert check.reason
+
+
+def test_configuration_token_is_checked_in_constant_time_and_only_for_protocol_0() -> None:
+    token_auth = Authentication.token(1, b"shared-token")
+    msg = DhcpMessage(op=1, xid=7, options=Options([AUTHENTICATION.item(token_auth)]))
+    payload = encode_message(msg)
+    assert verify_token(payload, b"shared-token").valid
+    assert verify_token(payload, b"shared-tokeN").reason == "token mismatch"
+    delayed = encode_message(
+        DhcpMessage(op=1, options=Options([AUTHENTICATION.item(Authentication.delayed(1))]))
+    )
+    assert not verify_token(delayed, b"shared-token").valid
+    assert not verify_token(bytes(300), b"x").valid
