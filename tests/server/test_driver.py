@@ -8,6 +8,8 @@ observe that an ACK never leaves before its commit returns.
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import logging
 import socket
@@ -26,7 +28,9 @@ from netns import Lab, LoopThread, Namespace
 
 pytest_plugins = ["netns"]  # the lab and require_tools fixtures
 
+from dhcp_server import cli  # noqa: E402
 from dhcp_server.actions import Outcome, Received, Write  # noqa: E402
+from dhcp_server.config import load_config  # noqa: E402
 from dhcp_server.driver import DriverConfig, ServerDriver  # noqa: E402
 from dhcp_server.engine import ServerEngine  # noqa: E402
 from dhcp_server.model import AuthPolicy, PoolRange, ServerConfig, SubnetConfig  # noqa: E402
@@ -345,3 +349,15 @@ def test_sqlite_lease_survives_restart(lab: Lab, tmp_path: Path, in_thread: bool
         assert lease.chaddr[:6] == mac
     finally:
         reopened.close()
+
+
+def test_cli_check_reads_the_example_configuration() -> None:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    example = Path(__file__).resolve().parents[2] / "examples" / "server.toml"
+    args = parser.parse_args(["run", "--config", str(example), "--check"])
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(args, out, err, io.BytesIO()) == 0, err.getvalue()
+    assert "valid" in out.getvalue()
+    runtime = cli.runtime_from_config(load_config(example))
+    assert runtime.driver.port == 67 and runtime.store_path is not None
