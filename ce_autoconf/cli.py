@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ce_autoconf import __version__
+from dhcp_client import cli as client_cli
 from options import decode_tool
 
 __all__ = ["build_parser", "main"]
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode_tool.add_arguments(decode)
     decode.set_defaults(handler=decode_tool.run, usage_error=decode_tool.UsageError, subparser=decode)
+    client_cli.register(commands)
     return parser
 
 
