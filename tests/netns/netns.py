@@ -291,10 +291,12 @@ class Lab:
         return None
 
     def capture(self, ns: Namespace, dev: str = "eth0", name: str = "capture", filt: str = "udp") -> Capture:
-        """Start tcpdump (packet-buffered, so a kill -9 elsewhere loses nothing already seen)."""
+        """Start tcpdump: immediate mode (no ring-buffer block delay) and packet-buffered output, so
+        what crossed the link before a stop or a kill -9 elsewhere is in the file."""
         path = self.workdir / f"{name}.pcap"
         tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
-        process = ns.start(tcpdump, "-i", dev, "-n", "-U", "-s", "0", "-w", str(path), filt, name="tcpdump")
+        argv = [tcpdump, "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0", "-w", str(path)]
+        process = ns.start(*argv, filt, name="tcpdump")
         # tcpdump says "listening on" once the capture is open: nothing is lost after that.
         wait_for(lambda: "listening on" in process.log() or not process.running(), 10, what="tcpdump start")
         if not process.running():

@@ -70,3 +70,16 @@ def test_wait_for_has_a_deadline() -> None:
     else:
         raise AssertionError("wait_for returned without its condition")
     assert time.monotonic() - start < 2
+
+
+def test_capture_holds_what_crossed_the_link(lab: Lab) -> None:
+    a = lab.namespace("a")
+    b = lab.namespace("b")
+    lab.link(a, b, a_address="10.99.0.1/24", b_address="10.99.0.2/24")
+    capture = lab.capture(a, name="udp", filt="udp port 67")
+    with b.entered():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        sock.sendto(b"x" * 300, ("10.99.0.1", 67))
+    path = capture.stop()  # at once: immediate mode delivered the frame already
+    assert path.stat().st_size >= 24 + 16 + 14 + 20 + 8 + 300
