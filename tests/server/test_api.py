@@ -6,9 +6,11 @@ Every JSON response is also checked against the OpenAPI document (api_helpers.re
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -589,3 +591,46 @@ def test_local_manager_applies_writes_to_its_store() -> None:
     asyncio.run(manager.manage(lambda now: engine.put_vpn(VpnRecord(3, "x"), now)))
     assert store.load().vpns[3].name == "x"
     assert store.commits == 1
+
+
+def test_with_the_real_driver_a_change_is_committed_before_the_answer() -> None:
+    """ServerDriver is a Manager: its manage() goes through the group commit (in its thread)."""
+    from dhcp_server.api import ApiServer, Manager  # noqa: PLC0415
+    from dhcp_server.driver import DriverConfig, ServerDriver  # noqa: PLC0415
+
+    class SlowStore(MemoryStore):
+        def commit(self, writes: Sequence[Write]) -> None:
+            time.sleep(0.05)  # an fsync's worth: the answer must wait for it
+            super().commit(writes)
+
+    async def main() -> None:
+        store = SlowStore()
+        engine = ServerEngine(config())
+        driver = ServerDriver(engine, store, DriverConfig(address="127.0.0.1", port=0))
+        manager: Manager = driver
+        await driver.start()
+        server = ApiServer(manager, TOKEN.encode(), host="127.0.0.1", port=0)
+        await server.start()
+        try:
+
+            def put() -> tuple[int, int, bool, bool]:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                body = json.dumps({"hw": MAC.hex(), "secret_id": 5, "key": KEY.hex()})
+                headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+                conn.request("PUT", "/v1/vpns/3", json.dumps({"name": "x"}), headers)
+                first = conn.getresponse()
+                first.read()
+                conn.request("PUT", "/v1/ces/ce-9", body, headers)
+                second = conn.getresponse()
+                loaded = store.load()  # at the moment the answer arrived
+                second.read()
+                conn.close()
+                return first.status, second.status, 3 in loaded.vpns, loaded.secrets.get(5) == KEY
+
+            assert await asyncio.to_thread(put) == (201, 201, True, True)
+            assert driver.counters["commits"] >= 2
+        finally:
+            await server.close()
+            await driver.stop()
+
+    asyncio.run(main())
