@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from ce_autoconf import __version__
 from dhcp_client import cli as client_cli
+from dhcp_server import manage_cli
 from options import decode_tool
 
 __all__ = ["build_parser", "main"]
@@ -50,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     decode_tool.add_arguments(decode)
     decode.set_defaults(handler=decode_tool.run, usage_error=decode_tool.UsageError, subparser=decode)
     client_cli.register(commands)
+    for name, help_text in manage_cli.COMMANDS.items():
+        command = commands.add_parser(
+            name, help=help_text, description=help_text.capitalize() + ".", allow_abbrev=False
+        )
+        manage_cli.add_arguments(command, name)
+        command.set_defaults(handler=manage_cli.run, usage_error=manage_cli.UsageError, subparser=command)
     return parser
 
 
