@@ -238,7 +238,7 @@ class SaSpec:
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
-    """A policy for IPv4 ``src``/32 -> ``dst``/32 traffic of IP protocol ``proto``, requiring ESP (transport)."""
+    """IPv4 ``src``/32 -> ``dst``/32 traffic of IP protocol ``proto`` must use ESP in transport mode."""
 
     src: IPv4Address
     dst: IPv4Address

@@ -117,7 +117,8 @@ def test_policies_against_the_host_kernel(netns: str) -> None:
         assert "proto esp reqid 3456106503 mode transport" in shown
         subprocess.run(
             ["ip", "-n", netns, "xfrm", "policy", "add", "src", "10.9.0.1/32", "dst", "10.9.0.2/32",
-             "proto", "4", "dir", "in", "priority", "7", "tmpl", "proto", "esp", "mode", "transport", "reqid", "9"],
+             "proto", "4", "dir", "in", "priority", "7",
+             "tmpl", "proto", "esp", "mode", "transport", "reqid", "9"],
             check=True,
         )  # fmt: skip
         dumped = set(sock.dump_policies())
