@@ -62,6 +62,7 @@ from dhcp_server.logs import log_event
 from dhcp_server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from dhcp_server.metrics import TimedStore, lease_states, render_metrics
 from dhcp_server.model import AuthPolicy, CeRecord, ClientKey, Lease, LeaseState, VpnRecord
+from dhcp_server.secrets import MAX_KEY_LENGTH, MIN_KEY_LENGTH
 from dhcp_server.store import Store
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "TokenFileError",
     "load_token",
     "openapi_document",
+    "start_api",
 ]
 
 log = logging.getLogger("dhcp_server.api")
@@ -85,7 +87,6 @@ DEFAULT_PORT: Final = 8067
 _MIN_TOKEN: Final = 16
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HEX_SEPARATORS: Final = re.compile(r"[\s:.-]")
-_MAX_KEY: Final = 256
 _MAX_VPNS: Final = 1024
 _MAX_SERVERS: Final = 64
 _U32: Final = 0xFFFFFFFF
@@ -334,7 +335,7 @@ def _parse_ce(body: _Body, name: str) -> _CeRequest:
     secret_id = _integer(body.get("secret_id"), "secret_id", 1, _U32) if "secret_id" in body else None
     key = None
     if "key" in body:
-        key = _hex(body.get("key"), "key", low=1, high=_MAX_KEY, what="the RFC 3118 key")
+        key = _hex(body.get("key"), "key", low=MIN_KEY_LENGTH, high=MAX_KEY_LENGTH, what="the RFC 3118 key")
         if secret_id is None:
             raise _bad("key", "a key needs a secret_id")
     vpns_value = body.get("vpns")
@@ -1086,3 +1087,28 @@ ROUTES: Final[tuple[tuple[str, str], ...]] = tuple((r.method, r.template) for r 
 
 def routes() -> Iterable[Route]:
     return tuple(_ROUTES)
+
+
+async def start_api(
+    manager: Manager,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    token_file: str | Path,
+    metrics_require_token: bool = False,
+    store: TimedStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ApiServer:
+    """Read the token file and start the API beside a running driver (``[api]`` of the TOML:
+    ``start_api(driver, host=cfg.api.host, port=cfg.api.port, token_file=cfg.api.token_file)``)."""
+    server = ApiServer(
+        manager,
+        load_token(token_file),
+        host=host,
+        port=port,
+        metrics_require_token=metrics_require_token,
+        store=store,
+        clock=clock,
+    )
+    await server.start()
+    return server

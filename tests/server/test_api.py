@@ -193,7 +193,8 @@ def test_vpn_create_read_update_delete_is_durable_at_each_answer(api: ApiThread)
         ("/v1/ces/a", "PUT", {"htype": 1, "static_address": "192.0.2.9"}, "htype"),
         ("/v1/ces/a", "PUT", {"vpns": []}, "hw"),
         ("/v1/ces/a", "PUT", {"hw": "020000000001", "key": "00ff"}, "key"),
-        ("/v1/ces/a", "PUT", {"hw": "020000000001", "secret_id": 0, "key": "00ff"}, "secret_id"),
+        ("/v1/ces/a", "PUT", {"hw": "020000000001", "secret_id": 0, "key": "00ff" * 8}, "secret_id"),
+        ("/v1/ces/a", "PUT", {"hw": "020000000001", "secret_id": 1, "key": "00ff" * 7}, "key"),
         ("/v1/ces/a", "PUT", {"hw": "020000000001", "vpns": [1, "2"]}, "vpns[1]"),
         ("/v1/ces/a", "PUT", {"hw": "020000000001", "static_address": "x"}, "static_address"),
         ("/v1/ces/a", "PUT", {"name": "b", "hw": "020000000001"}, "name"),
@@ -280,7 +281,7 @@ def test_ce_conflicts_are_409_naming_the_field(api: ApiThread) -> None:
     cases = [
         ({"hw": "020000770009", "vpns": [8]}, "vpns"),
         ({"hw": MAC.hex()}, "hw"),
-        ({"client_id": "0102", "secret_id": 31, "key": "00"}, "secret_id"),
+        ({"client_id": "0102", "secret_id": 31, "key": "00" * 16}, "secret_id"),
     ]
     for body, field in cases:
         reply = api.request("PUT", "/v1/ces/ce-2", body)
@@ -634,3 +635,32 @@ def test_with_the_real_driver_a_change_is_committed_before_the_answer() -> None:
             await driver.stop()
 
     asyncio.run(main())
+
+
+def test_start_api_reads_the_token_file(tmp_path: Path) -> None:
+    from dhcp_server.api import start_api  # noqa: PLC0415
+
+    token_file = tmp_path / "api.token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o600)
+
+    async def main() -> tuple[int, int]:
+        manager = LocalManager(ServerEngine(config()), MemoryStore(), lambda: 1_800_000_000.0)
+        server = await start_api(manager, host="127.0.0.1", port=0, token_file=token_file)
+        try:
+
+            def get(token: str) -> int:
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+                conn.request("GET", "/v1/status", headers={"Authorization": f"Bearer {token}"})
+                status = conn.getresponse().status
+                conn.close()
+                return status
+
+            return await asyncio.to_thread(get, TOKEN), await asyncio.to_thread(get, TOKEN[:-1])
+        finally:
+            await server.close()
+
+    assert asyncio.run(main()) == (200, 401)
+    token_file.chmod(0o644)
+    with pytest.raises(TokenFileError):
+        asyncio.run(start_api(LocalManager(ServerEngine(config()), MemoryStore()), token_file=token_file))
