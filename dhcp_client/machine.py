@@ -250,6 +250,7 @@ class ClientMachine:
         self._inform: _Transaction | None = None
         self._inform_xid: int | None = None
         self._inform_wanted = False  # an INFORM to send once BOUND again (after FORCERENEW)
+        self._last_inform_xid: int | None = None
 
     # == public inputs =================================================================
 
@@ -358,10 +359,14 @@ class ClientMachine:
             return None
         if kind is Input.ACK and self.informing and msg.xid == self._inform_xid:
             kind = Input.INFORM_ACK
-        elif msg.xid != self.xid or msg.xid == 0 or (self._txn is None and kind is not Input.FORCERENEW):
-            # Replies answer our transaction; a FORCERENEW must carry the xid of our last
-            # REQUEST (dhcpcd: "xid equal to the client's CURRENT xid", never 0).
-            self._drop("wrong_xid")
+        elif kind is Input.FORCERENEW:
+            # dhcpcd: "xid equal to the client's CURRENT xid", never 0. Ours is the xid of the
+            # last REQUEST, or of the DHCPINFORM sent since: a server may record either.
+            if msg.xid == 0 or msg.xid not in (self.xid, self._last_inform_xid):
+                self._drop("wrong_xid")
+                return None
+        elif msg.xid != self.xid or self._txn is None:
+            self._drop("wrong_xid")  # replies answer our open transaction only
             return None
         if (self.state, kind) not in self._handlers:
             self._drop(f"unexpected_{kind.name.lower()}_in_{self.state.name.lower()}")
@@ -609,6 +614,7 @@ class ClientMachine:
         self._goto(State.SELECTING)
         self._deadline = math.inf
         xid = self.xid = self._new_xid()
+        self._last_inform_xid = None
         requested = self.lease.address if self.lease is not None else None
 
         def build(at: float) -> Transmit:
@@ -673,6 +679,7 @@ class ClientMachine:
         self._goto(State.REBOOTING)
         self._deadline = math.inf
         xid = self.xid = self._new_xid()
+        self._last_inform_xid = None
         address = self.lease.address
 
         def build(at: float) -> Transmit:
@@ -745,6 +752,7 @@ class ClientMachine:
         assert self.lease is not None
         self._deadline = math.inf  # the retransmission timer caps at T2 / expiry
         xid = self.xid = self._new_xid()
+        self._last_inform_xid = None
         address, server = self.lease.address, self.lease.server_id
 
         def build(at: float) -> Transmit:
@@ -855,7 +863,7 @@ class ClientMachine:
         self._inform_wanted = False
         lease = self.lease
         assert lease is not None
-        xid = self._inform_xid = self._new_xid()
+        xid = self._inform_xid = self._last_inform_xid = self._new_xid()
         address, server = lease.address, lease.server_id
 
         def build(at: float) -> Transmit:

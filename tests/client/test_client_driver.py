@@ -96,8 +96,15 @@ def test_the_embedding_example_binds_informs_and_follows_a_forcerenew(
                 CeRecord("ce9", None, None, frozenset({7}), STATIC_PEER), None, time.time()
             )
             assert not outcome.replies
-            proto.send(engine.on_timer(time.time()).replies)
+
+            async def server_timers() -> None:  # what the server's driver does
+                while True:
+                    proto.send(engine.on_timer(time.time()).replies)
+                    await asyncio.sleep(0.05)
+
+            pump = asyncio.create_task(server_timers())
             await _until(lambda: engine.counters["inform:vpn_data"] == 2)
+            pump.cancel()
             await asyncio.sleep(0.05)
         finally:
             stop.set()

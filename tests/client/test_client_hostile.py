@@ -57,7 +57,7 @@ def bound() -> tuple[Lan, Node, Node]:
     ce1, ce2 = lan.add(client_config(1)), lan.add(client_config(2), seed=2)
     for node in (ce2, ce1):
         lan.start(node)
-        lan.advance(1)
+        lan.advance(3)
     assert ce1.state() is State.BOUND
     assert ce1.machine.peers == {7: frozenset({ce2.ip})}
     return lan, ce1, ce2
@@ -190,7 +190,7 @@ def test_a_replayed_forcerenew_is_dropped(bound: tuple[Lan, Node, Node]) -> None
 
     lan.tap = keep
     lan.server.forcerenew_ce("ce1", lan.now)
-    lan.advance(1)
+    lan.advance(3)
     assert len(captured) == 1
     assert ce1.state() is State.BOUND  # renewed and re-informed
     before = Frozen.of(ce1)
@@ -300,7 +300,7 @@ def test_rfc6704_forcerenew_needs_the_nonce_hmac() -> None:
     lan = Lan(engine)
     ce1 = lan.add(client_config(1, keyed=False))
     lan.start(ce1)
-    lan.advance(1)
+    lan.advance(3)
     assert ce1.state() is State.BOUND
     before = Frozen.of(ce1)
     xid = ce1.machine.xid

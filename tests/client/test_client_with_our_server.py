@@ -77,7 +77,7 @@ def test_a_vpn_change_forcerenews_then_the_client_renews_and_reinforms() -> None
     ce1, ce2, ce3 = (lan.add(client_config(n), seed=n) for n in (1, 2, 3))
     for node in (ce1, ce2, ce3):
         lan.start(node)
-        lan.advance(1)
+        lan.advance(3)
     assert ce1.machine.peers == {7: frozenset({ce2.ip})}
     assert ce3.machine.peers == {8: frozenset()}
     xid_before = ce1.machine.xid
@@ -89,7 +89,7 @@ def test_a_vpn_change_forcerenews_then_the_client_renews_and_reinforms() -> None
     engine.put_ce(
         CeRecord("ce3", ClientKey.from_hardware(1, mac(3)), 0x1003, frozenset({7})), key(3), lan.now
     )
-    lan.advance(1)
+    lan.advance(3)
 
     assert ce1.machine.counters["accepted:forcerenew"] == forcerenews_before + 1
     assert ce1.state() is State.BOUND
@@ -110,7 +110,7 @@ def test_a_vpn_change_forcerenews_then_the_client_renews_and_reinforms() -> None
     # ce2 is removed from VPN 7: ce1 and ce3 see it go.
     ce1.events.clear()
     engine.put_ce(CeRecord("ce2", ClientKey.from_hardware(1, mac(2)), 0x1002, frozenset()), None, lan.now)
-    lan.advance(1)
+    lan.advance(3)
     assert ce1.of_type(VpnPeersChanged) == [
         VpnPeersChanged(7, frozenset(), frozenset({ce2.ip}), frozenset({ce3.ip}))
     ]
@@ -123,7 +123,7 @@ def test_rfc6704_nonce_protects_forcerenew_without_a_key() -> None:
     ce1 = lan.add(client_config(1, keyed=False))
     ce2 = lan.add(client_config(2, keyed=False), seed=2)
     lan.start(ce1)
-    lan.advance(1)
+    lan.advance(3)
     assert ce1.state() is State.BOUND
     sent = [m for _, m in lan.to_server]
     for m in sent:
@@ -133,7 +133,7 @@ def test_rfc6704_nonce_protects_forcerenew_without_a_key() -> None:
     assert ce1.store.state.nonce is not None
     # ce2 binds: the server FORCERENEWs ce1, signed with ce1's nonce (protocol 3 type 2).
     lan.start(ce2)
-    lan.advance(1)
+    lan.advance(3)
     assert ce1.machine.counters["accepted:forcerenew"] == 1
     assert ce1.machine.peers == {7: frozenset({ce2.ip})}
     forcerenew = next(
@@ -151,7 +151,7 @@ def test_reboot_with_a_remembered_lease_uses_init_reboot() -> None:
     store = MemoryStateStore()
     ce1 = lan.add(client_config(1), store)
     lan.start(ce1)
-    lan.advance(1)
+    lan.advance(3)
     address = ce1.address
     replay_floor = store.state.server_replay if store.state else None
     lan.nodes.clear()  # the CE restarts: a new machine on the same state
@@ -161,7 +161,7 @@ def test_reboot_with_a_remembered_lease_uses_init_reboot() -> None:
     assert again.machine.peers == {7: frozenset()}
     lan.start(again)
     assert again.state() is State.INIT_REBOOT
-    lan.advance(1)
+    lan.advance(3)
     assert again.state() is State.BOUND
     assert again.address == address
     first = lan.to_server[0][1]
@@ -182,7 +182,7 @@ def test_server_gone_renewing_then_rebinding_then_expiry_loses_the_lease() -> No
     lan = Lan(engine)
     ce1 = lan.add(client_config(1))
     lan.start(ce1)
-    lan.advance(1)
+    lan.advance(3)
     lease = ce1.machine.lease
     assert lease is not None
     # An ordinary renewal at T1 while the server is up.
@@ -218,7 +218,7 @@ def test_release_and_decline() -> None:
     lan = Lan(engine)
     ce1 = lan.add(client_config(1))
     lan.start(ce1)
-    lan.advance(1)
+    lan.advance(3)
     first = ce1.address
     assert first is not None
     lan._process(ce1, ce1.machine.address_conflict(lan.now))
