@@ -113,6 +113,15 @@ class _Context(NamedTuple):
     out: Outcome
 
 
+@dataclass(slots=True)
+class _Dirty:
+    """A VPN whose peer lists changed and whose members are still to be told."""
+
+    reason: str
+    last_change: int  # the change counter at the latest change (orders changes and INFORMs exactly)
+    due: float
+
+
 class _CapturedCeiling:
     """The replay counter's ceiling store: saves become store writes of the same outcome."""
 
@@ -155,6 +164,11 @@ class ServerEngine:
         self.counters: Counter[str] = Counter()
         self._by_interface = {s.interface: s for s in config.subnets if s.interface is not None}
         self._next_sweep = 0.0
+        self._dirty: dict[int, _Dirty] = {}
+        self._lease_payloads = {s.network: self._subnet_payloads(s, lease=True) for s in config.subnets}
+        self._inform_payloads = {s.network: self._subnet_payloads(s, lease=False) for s in config.subnets}
+        self._changes = 0  # counts VPN changes; an INFORM records the count it saw
+        self._informed_at: dict[ClientKey, int] = {}
 
     @staticmethod
     def _vpn_specs(config: ServerConfig) -> tuple[PeerCeSpec, AddressListSpec]:
@@ -321,10 +335,11 @@ class ServerEngine:
         self._drop(out, "malformed_request", client=str(client))
 
     def _may_bind(self, subnet: SubnetConfig, address: IPv4Address, client: ClientKey, now: float) -> bool:
-        if address not in subnet.network or not self.leases.free_for(int(address), client, now):
+        if not self.leases.free_for(int(address), client, now):
             return False
-        reserved = any(r.address == address and r.client == client for r in subnet.reservations)
-        return reserved or any(address in pool for pool in subnet.pools)
+        return self.leases.in_pool(subnet, address) or any(
+            r.address == address and r.client == client for r in subnet.reservations
+        )
 
     def _ack_binding(self, ctx: _Context, address: IPv4Address) -> None:
         request, subnet, verdict, received, now, out = ctx
@@ -366,7 +381,7 @@ class ServerEngine:
         if previous is None or previous.address != address:
             ce = verdict.ce or self.directory.ce_by_client(client)
             if ce is not None:
-                self._vpn_changed(ce.vpns, f"CE {ce.name} now at {address}", now, out, exclude=ce.name)
+                self._vpn_changed(ce.vpns, f"CE {ce.name} now at {address}", now, out)
 
     def _nak(self, request: _Request, why: str, received: Received, out: Outcome) -> None:
         options = Options(
@@ -405,17 +420,20 @@ class ServerEngine:
         )
         ce = verdict.ce or self.directory.ce_by_client(request.client)
         if ce is not None:
-            self._vpn_changed(ce.vpns, f"CE {ce.name} released {lease.address}", now, out, exclude=ce.name)
+            self._vpn_changed(ce.vpns, f"CE {ce.name} released {lease.address}", now, out)
 
     # -- RFC 2131 4.3.5 and draft-lee appendix 3 -------------------------------------------
 
     def _inform(self, ctx: _Context) -> None:
         request, subnet, verdict, received, now, out = ctx
         self.forcerenews.answered(request.client)
-        options = Options(
-            [MESSAGE_TYPE.item(MessageType.DHCPACK), SERVER_IDENTIFIER.item(self.config.server_id)]
-        )
-        options = self._subnet_options(options, subnet)
+        lease = self.leases.active_lease_of(request.client, now)
+        if lease is not None and lease.xid != request.msg.xid:
+            # dhcpcd takes a FORCERENEW only with the xid of its latest transaction.
+            lease = replace(lease, xid=request.msg.xid, updated=now)
+            self.leases.bind(lease)
+            out.writes.append(LeaseWrite(lease))
+        options = self._inform_options(subnet)
         ce = verdict.ce or self.directory.ce_by_client(request.client)
         if ce is not None and self._may_see_vpn_data(ce, verdict):
             peers = self.directory.peers_of(ce, lambda c: self._address_of(c, now))
@@ -429,6 +447,7 @@ class ServerEngine:
             if servers:
                 options = options.with_value(self.vpn_servers, servers)
             self.counters["inform:vpn_data"] += 1
+            self._informed_at[request.client] = self._changes
         self._reply(request, options, yiaddr=_ZERO, verdict=verdict, received=received, now=now, out=out)
 
     def _vpn(self, vpn_id: int) -> VpnRecord:
@@ -452,27 +471,33 @@ class ServerEngine:
     # -- replies -------------------------------------------------------------------------
 
     def _lease_options(self, message_type: MessageType, subnet: SubnetConfig) -> Options:
-        options = Options(
-            [
-                MESSAGE_TYPE.item(message_type),
-                SERVER_IDENTIFIER.item(self.config.server_id),
+        """OFFER/ACK options: the message type, then the subnet's, encoded once at start-up."""
+        items = {53: bytes((message_type,))}
+        items.update(self._lease_payloads[subnet.network])
+        return Options(items)
+
+    def _inform_options(self, subnet: SubnetConfig) -> Options:
+        """RFC 2131 4.3.5: parameters without a lease time or address."""
+        items = {53: bytes((MessageType.DHCPACK,))}
+        items.update(self._inform_payloads[subnet.network])
+        return Options(items)
+
+    def _subnet_payloads(self, subnet: SubnetConfig, *, lease: bool) -> dict[int, bytes]:
+        pairs = [SERVER_IDENTIFIER.item(self.config.server_id)]
+        if lease:
+            pairs += [
                 IP_ADDRESS_LEASE_TIME.item(subnet.lease_time),
                 RENEWAL_TIME.item(subnet.t1),
                 REBINDING_TIME.item(subnet.t2),
             ]
-        )
-        return self._subnet_options(options, subnet)
-
-    @staticmethod
-    def _subnet_options(options: Options, subnet: SubnetConfig) -> Options:
-        options = options.with_value(SUBNET_MASK, subnet.network.netmask)
+        pairs.append(SUBNET_MASK.item(subnet.network.netmask))
         if subnet.routers:
-            options = options.with_value(ROUTER, subnet.routers)
+            pairs.append(ROUTER.item(subnet.routers))
         if subnet.dns_servers:
-            options = options.with_value(DOMAIN_NAME_SERVER, subnet.dns_servers)
+            pairs.append(DOMAIN_NAME_SERVER.item(subnet.dns_servers))
         if subnet.domain_name:
-            options = options.with_value(DOMAIN_NAME, subnet.domain_name)
-        return options
+            pairs.append(DOMAIN_NAME.item(subnet.domain_name))
+        return dict(pairs)
 
     def _reply(
         self,
@@ -559,18 +584,32 @@ class ServerEngine:
 
     # == FORCERENEW (RFC 3203) ==========================================================
 
-    def _vpn_changed(
-        self, vpn_ids: frozenset[int], reason: str, now: float, out: Outcome, *, exclude: str | None = None
-    ) -> None:
-        """Schedule a FORCERENEW for every member of ``vpn_ids`` that holds a lease."""
+    def _vpn_changed(self, vpn_ids: frozenset[int], reason: str, now: float, out: Outcome) -> None:
+        """Note that the peers of ``vpn_ids`` changed; their members are told after a hold-down.
+
+        Changes within ``forcerenew_holddown`` seconds are coalesced, so a thousand CEs
+        booting at once cost one pass over each VPN, not one per CE. A member that sends an
+        INFORM after the last change (as a CE does right after binding) already knows and
+        is not told again.
+        """
+        self._changes += 1
         for vpn_id in sorted(vpn_ids):
-            for ce in self.directory.members(vpn_id):
-                if ce.name == exclude or ce.client is None:
-                    continue
-                if self.leases.active_lease_of(ce.client, now) is None:
-                    continue
-                self.forcerenews.schedule(ce.client, reason, now)
-                out.events.append(Event("forcerenew.scheduled", (("ce", ce.name), ("reason", reason))))
+            dirty = self._dirty.get(vpn_id)
+            if dirty is None:
+                self._dirty[vpn_id] = _Dirty(reason, self._changes, now + self.config.forcerenew_holddown)
+            else:
+                dirty.last_change, dirty.reason = self._changes, reason
+            out.events.append(Event("vpn.changed", (("vpn_id", vpn_id), ("reason", reason))))
+
+    def _tell_members(self, vpn_id: int, dirty: _Dirty, now: float, out: Outcome) -> None:
+        """Schedule a FORCERENEW for each member holding a lease that has not asked since the change."""
+        for ce in self.directory.members(vpn_id):
+            if ce.client is None or self._informed_at.get(ce.client, -1) >= dirty.last_change:
+                continue
+            if self.leases.active_lease_of(ce.client, now) is None:
+                continue
+            self.forcerenews.schedule(ce.client, dirty.reason, now)
+            out.events.append(Event("forcerenew.scheduled", (("ce", ce.name), ("reason", dirty.reason))))
 
     def on_timer(self, now: float) -> Outcome:
         """Send the FORCERENEWs that are due; sweep stale offers."""
@@ -578,6 +617,10 @@ class ServerEngine:
         if now >= self._next_sweep:
             self.leases.expire_offers(now)
             self._next_sweep = now + _OFFER_SWEEP
+        for vpn_id, dirty in list(self._dirty.items()):
+            if dirty.due <= now:
+                del self._dirty[vpn_id]
+                self._tell_members(vpn_id, dirty, now, out)
         for pending in self.forcerenews.due(now):
             self._forcerenew(pending, now, out)
         if out.writes:
@@ -585,8 +628,12 @@ class ServerEngine:
         return out
 
     def next_timer(self) -> float | None:
-        """When :meth:`on_timer` next has work (FORCERENEWs only; offers expire lazily)."""
-        return self.forcerenews.next_due()
+        """When :meth:`on_timer` next has work (FORCERENEWs; offers expire lazily)."""
+        due = [d.due for d in self._dirty.values()]
+        pending = self.forcerenews.next_due()
+        if pending is not None:
+            due.append(pending)
+        return min(due, default=None)
 
     def _forcerenew(self, pending: Pending, now: float, out: Outcome) -> None:
         client = pending.client
@@ -656,7 +703,7 @@ class ServerEngine:
         if old is not None and (old.static_address != ce.static_address or old.client != ce.client):
             changed = old.vpns | ce.vpns
         if changed:
-            self._vpn_changed(frozenset(changed), f"CE {ce.name} changed", now, out, exclude=None)
+            self._vpn_changed(frozenset(changed), f"CE {ce.name} changed", now, out)
         return out
 
     def delete_ce(self, name: str, now: float) -> Outcome:

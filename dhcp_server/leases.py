@@ -18,6 +18,13 @@ from dhcp_server.model import ClientKey, Lease, LeaseState, ServerConfig, Subnet
 __all__ = ["LeaseTable"]
 
 
+def _in(ranges: tuple[tuple[int, int], ...], address: int) -> bool:
+    for first, last in ranges:  # noqa: SIM110 - a plain loop: no generator on the allocation path
+        if first <= address <= last:
+            return True
+    return False
+
+
 @dataclass(slots=True)
 class _Hold:
     client: ClientKey
@@ -33,6 +40,7 @@ class LeaseTable:
         "_declined",
         "_offer_of",
         "_offers",
+        "_pools",
         "_reserved",
     )
 
@@ -45,6 +53,12 @@ class LeaseTable:
         self._declined: dict[int, float] = {}
         self._cursor: dict[int, int] = {}
         self._reserved: dict[int, ClientKey] = {}
+        # Per subnet (keyed by its network address as an integer): the pool ranges as
+        # integers and their total size, so allocation never builds IPv4Address objects.
+        self._pools: dict[int, tuple[tuple[tuple[int, int], ...], int]] = {}
+        for subnet in config.subnets:
+            ranges = tuple((int(p.first), int(p.last)) for p in subnet.pools)
+            self._pools[int(subnet.network.network_address)] = (ranges, sum(b - a + 1 for a, b in ranges))
         for subnet in config.subnets:
             for r in subnet.reservations:
                 self._reserved[int(r.address)] = r.client
@@ -111,37 +125,32 @@ class LeaseTable:
         for r in subnet.reservations:
             if r.client == client:
                 return r.address if self.free_for(int(r.address), client, now) else None
+        ranges, total = self._pools[int(subnet.network.network_address)]
         known = self._by_client.get(client)
-        if (
-            known is not None
-            and IPv4Address(known) in subnet.network
-            and self._in_pool(subnet, known)
-            and self.free_for(known, client, now)
-        ):
+        if known is not None and _in(ranges, known) and self.free_for(known, client, now):
             return IPv4Address(known)
         held = self.offered_to(client, now)
-        if held is not None and held in subnet.network:
+        if held is not None and _in(ranges, int(held)):
             return held
-        if requested is not None and requested in subnet.network:
+        if requested is not None:
             value = int(requested)
-            if self._in_pool(subnet, value) and self.free_for(value, client, now):
+            if _in(ranges, value) and self.free_for(value, client, now):
                 return requested
-        return self._scan(subnet, client, now)
+        return self._scan(int(subnet.network.network_address), ranges, total, client, now)
 
-    @staticmethod
-    def _in_pool(subnet: SubnetConfig, address: int) -> bool:
-        return any(int(p.first) <= address <= int(p.last) for p in subnet.pools)
+    def in_pool(self, subnet: SubnetConfig, address: IPv4Address) -> bool:
+        return _in(self._pools[int(subnet.network.network_address)][0], int(address))
 
-    def _scan(self, subnet: SubnetConfig, client: ClientKey, now: float) -> IPv4Address | None:
+    def _scan(
+        self, key: int, ranges: tuple[tuple[int, int], ...], total: int, client: ClientKey, now: float
+    ) -> IPv4Address | None:
         # A rotating cursor: allocations walk the pool instead of probing from its start,
         # so handing out n addresses costs O(n), and a just-released address is the last
         # to be reused (good for clients that come back).
-        key = int(subnet.network.network_address)
-        ranges = [(int(p.first), int(p.last)) for p in subnet.pools]
-        total = sum(last - first + 1 for first, last in ranges)
         start = self._cursor.get(key, 0) % total
         for step in range(total):
             index = (start + step) % total
+            address = -1
             for first, last in ranges:
                 size = last - first + 1
                 if index < size:

@@ -141,6 +141,7 @@ class ServerConfig:
     quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
     forcerenew_first_retry: float = 4.0  # RFC 3203 leaves it open; doubled on every retry
     forcerenew_max_attempts: int = 5
+    forcerenew_holddown: float = 1.0  # VPN changes within this window make one round of FORCERENEWs
     peer_ce_code: int = 224
     vpn_server_code: int = 225
     auth_realm: bytes = b""  # the realm of RFC 3118 protocol 2 (dhcpcd "delayedrealm")

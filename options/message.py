@@ -187,31 +187,37 @@ class DhcpMessage:
         options: Options | None = None,
         wire: bytes = b"",
     ) -> None:
-        for name, value, bits in (
-            ("op", op, 8),
-            ("htype", htype, 8),
-            ("hlen", hlen, 8),
-            ("hops", hops, 8),
-            ("xid", xid, 32),
-            ("secs", secs, 16),
-            ("flags", flags, 16),
+        # ``|`` accepts only integers: a float or a string fails here, not in the encoder.
+        if not (
+            (op | htype | hlen | hops | xid | secs | flags) >= 0
+            and op < 256
+            and htype < 256
+            and hlen < 256
+            and hops < 256
+            and xid < 0x100000000
+            and secs < 0x10000
+            and flags < 0x10000
         ):
-            if not isinstance(value, int) or not 0 <= value < 1 << bits:
-                raise ValueError(f"{name} {value!r} is not a {bits}-bit unsigned integer")
-        for name, raw, size in (("chaddr", chaddr, 16), ("sname", sname, 64), ("file", file, 128)):
-            if len(raw) > size:
-                raise ValueError(f"{name} is longer than its {size}-octet field")
-        addresses = (ciaddr, yiaddr, siaddr, giaddr)
-        if not all(isinstance(a, IPv4Address) for a in addresses):
+            _complain_about_fields(op=op, htype=htype, hlen=hlen, hops=hops, xid=xid, secs=secs, flags=flags)
+        if len(chaddr) > 16 or len(sname) > 64 or len(file) > 128:
+            raise ValueError("chaddr, sname and file hold at most 16, 64 and 128 octets")
+        if not (
+            type(ciaddr) is IPv4Address
+            and type(yiaddr) is IPv4Address
+            and type(siaddr) is IPv4Address
+            and type(giaddr) is IPv4Address
+        ):
             raise TypeError("ciaddr, yiaddr, siaddr and giaddr are IPv4Address values")
         if options is None:
             options = Options()
-        elif not isinstance(options, Options):
+        elif type(options) is not Options:
             raise TypeError("options must be an Options value")
         header: _Header = (
             op, htype, hlen, hops, xid, secs, flags,
             int(ciaddr), int(yiaddr), int(siaddr), int(giaddr),
-            bytes(chaddr).ljust(16, b"\0"), bytes(sname).ljust(64, b"\0"), bytes(file).ljust(128, b"\0"),
+            chaddr if len(chaddr) == 16 and type(chaddr) is bytes else bytes(chaddr).ljust(16, b"\0"),
+            sname if len(sname) == 64 and type(sname) is bytes else bytes(sname).ljust(64, b"\0"),
+            file if len(file) == 128 and type(file) is bytes else bytes(file).ljust(128, b"\0"),
             MAGIC_COOKIE,
         )  # fmt: skip
         _set(self, "_header", header)
@@ -321,6 +327,13 @@ FIELD_NAMES: Final = (
     "op", "htype", "hlen", "hops", "xid", "secs", "flags",
     "ciaddr", "yiaddr", "siaddr", "giaddr", "chaddr", "sname", "file",
 )  # fmt: skip
+
+def _complain_about_fields(**fields: int) -> None:
+    bits = {"op": 8, "htype": 8, "hlen": 8, "hops": 8, "xid": 32, "secs": 16, "flags": 16}
+    for name, value in fields.items():
+        if not isinstance(value, int) or not 0 <= value < 1 << bits[name]:
+            raise ValueError(f"{name} {value!r} is not a {bits[name]}-bit unsigned integer")
+
 
 _new_message = object.__new__
 _set = object.__setattr__

@@ -12,7 +12,6 @@ against dhcpcd 9.4.1, which also covers END and any trailing PAD).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from collections.abc import Mapping
@@ -47,7 +46,8 @@ MAC_SIZE: Final = 16
 RDM_MONOTONIC: Final = 0
 _HEAD: Final = struct.Struct("!BBBQ")
 _HOPS: Final = 3
-_GIADDR: Final = slice(24, 28)
+_ZERO4: Final = bytes(4)
+_ZERO_MAC: Final = bytes(MAC_SIZE)
 
 
 class AuthProtocol(IntEnum):
@@ -108,10 +108,7 @@ class Authentication:
 
     @property
     def has_mac(self) -> bool:
-        p = self.protocol
-        return (p in (AuthProtocol.DELAYED, AuthProtocol.DELAYED_REALM) and len(self.information) >= 20) or (
-            p == AuthProtocol.RECONFIGURE_KEY and self.information[:1] == b"\x02"
-        )
+        return _has_mac(self.protocol, len(self.information), self.information[:1])
 
     @property
     def secret_id(self) -> int | None:
@@ -148,6 +145,12 @@ class Authentication:
         if self.mac is not None:
             out["mac"] = self.mac.hex()
         return out
+
+
+def _has_mac(protocol: int, information_size: int, first_octet: bytes) -> bool:
+    if protocol in (AuthProtocol.DELAYED, AuthProtocol.DELAYED_REALM):
+        return information_size >= 20
+    return protocol == AuthProtocol.RECONFIGURE_KEY and first_octet == b"\x02"
 
 
 def _information_problem(protocol: int, info: bytes) -> str | None:
@@ -200,12 +203,17 @@ def locate_authentication(payload: bytes) -> tuple[int, int]:
         raise DecodeError("message too short to carry options", len(payload))
     spans: list[tuple[int, int, int]] = []
     scan_field(payload, 240, len(payload), spans)
-    overload = next((payload[s] for c, s, e in spans if c == 52 and e - s == 1), 0)
+    overload = 0
+    found: list[tuple[int, int]] = []
+    for code, start, end in spans:
+        if code == 90:
+            found.append((start, end))
+        elif code == 52 and end - start == 1:
+            overload = payload[start]
     if overload & 1:
-        scan_field(payload, 108, 236, spans)
+        found += _instances_of(payload, 108, 236, 90)
     if overload & 2:
-        scan_field(payload, 44, 108, spans)
-    found = [(s, e) for c, s, e in spans if c == 90]
+        found += _instances_of(payload, 44, 108, 90)
     if not found:
         raise DecodeError("no authentication option", 240)
     if len(found) > 1:
@@ -213,13 +221,21 @@ def locate_authentication(payload: bytes) -> tuple[int, int]:
     return found[0]
 
 
+def _instances_of(payload: bytes, start: int, end: int, code: int) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int, int]] = []
+    scan_field(payload, start, end, spans)
+    return [(s, e) for c, s, e in spans if c == code]
+
+
 def compute_mac(payload: bytes, key: bytes, mac_start: int) -> bytes:
     """HMAC-MD5 over ``payload`` with hops, giaddr and the MAC field zeroed."""
-    buf = bytearray(payload)
-    buf[_HOPS] = 0
-    buf[_GIADDR] = bytes(4)
-    buf[mac_start : mac_start + MAC_SIZE] = bytes(MAC_SIZE)
-    return hmac.new(key, buf, hashlib.md5).digest()
+    zeroed = b"".join(
+        (
+            payload[:_HOPS], b"\0", payload[_HOPS + 1 : 24], _ZERO4, payload[28:mac_start],
+            _ZERO_MAC, payload[mac_start + MAC_SIZE :],
+        )
+    )  # fmt: skip
+    return hmac.digest(key, zeroed, "md5")
 
 
 def sign(payload: bytes, key: bytes) -> bytes:
@@ -228,8 +244,7 @@ def sign(payload: bytes, key: bytes) -> bytes:
     Sign the final bytes (padding included): the MAC covers everything sent.
     """
     start, end = locate_authentication(payload)
-    auth = AUTHENTICATION.decode(payload[start:end])
-    if not auth.has_mac:
+    if not _has_mac(payload[start], end - start - 11, payload[start + 11 : start + 12]):
         raise ValueError("the authentication option has no MAC field to fill")
     mac_start = end - MAC_SIZE
     mac = compute_mac(payload, key, mac_start)

@@ -130,10 +130,16 @@ def test_a_new_ce_triggers_authenticated_forcerenews_to_the_others_until_they_re
     ce1, ce2, ce3 = ce_client(1), ce_client(2), ce_client(3)
     provisioned(h.engine, [ce1, ce2])
     ack1, ack2 = h.bind(ce1), h.bind(ce2)
+    for client, ack in ((ce1, ack1), (ce2, ack2)):  # as a CE does on binding
+        h.send(client.message(MessageType.DHCPINFORM, ciaddr=ack.yiaddr), source=ack.yiaddr)
+    assert h.engine.on_timer(h.now).replies == []  # both asked after every change so far
     # CE3 is added to the VPN and binds: CE1 and CE2 must be told.
     assert ce3.secret_id is not None
     h.engine.put_ce(CeRecord("ce3", ce3.key_id, ce3.secret_id, frozenset({7})), ce3.key, h.now)
-    h.bind(ce3)
+    ack3 = h.bind(ce3)
+    h.send(ce3.message(MessageType.DHCPINFORM, ciaddr=ack3.yiaddr), source=ack3.yiaddr)
+    assert h.engine.on_timer(h.now + 0.5).replies == []  # changes are coalesced for a hold-down
+    h.now += 1.0
     out = h.engine.on_timer(h.now)
     sent = {r.destination: m for r, m in h.replies(out)}
     assert set(sent) == {ack1.yiaddr, ack2.yiaddr}
@@ -160,11 +166,12 @@ def test_removing_a_ce_forcerenews_the_remaining_members() -> None:
     clients = [ce_client(1), ce_client(2), ce_client(3)]
     provisioned(h.engine, clients)
     acks = [h.bind(c) for c in clients]
-    h.engine.on_timer(h.now)  # the FORCERENEWs of the joins
     for c, ack in zip(clients, acks, strict=True):
         h.send(c.message(MessageType.DHCPINFORM, ciaddr=ack.yiaddr), source=ack.yiaddr)
+    assert h.engine.on_timer(h.now + 1.0).replies == []  # everyone asked after the joins
+    h.now += 2.0
     h.engine.delete_ce("ce2", h.now)
-    out = h.engine.on_timer(h.now)
+    out = h.engine.on_timer(h.now + 1.0)
     assert {r.destination for r in out.replies} == {acks[0].yiaddr, acks[2].yiaddr}
     _, inform = h.only_reply(h.send(clients[0].message(MessageType.DHCPINFORM, ciaddr=acks[0].yiaddr)))
     blocks = inform.options.value(PEER_CE)
