@@ -284,7 +284,7 @@ class ServerEngine:
     # -- RFC 2131 4.3.2 --------------------------------------------------------------
 
     def _request(self, ctx: _Context) -> None:
-        request, subnet, _verdict, received, now, out = ctx
+        request, subnet, _verdict, _received, now, out = ctx
         msg = request.msg
         client = request.client
         self.forcerenews.answered(client)
@@ -303,19 +303,19 @@ class ServerEngine:
             if acceptable:
                 self._ack_binding(ctx, wanted)
             else:
-                self._nak(request, "requested address not available", received, out)
+                self._nak(ctx, "requested address not available")
             return
         if request.requested is not None and msg.ciaddr == _ZERO:  # INIT-REBOOT
             wanted = request.requested
             if wanted not in subnet.network:
-                self._nak(request, "wrong network", received, out)
+                self._nak(ctx, "wrong network")
                 return
             known = self.leases.lease_of(client)
             if known is None:
                 self.counters["request:unknown_client"] += 1  # "MUST remain silent"
                 return
             if known.address != wanted or not self._may_bind(subnet, wanted, client, now):
-                self._nak(request, "address not yours", received, out)
+                self._nak(ctx, "address not yours")
                 return
             self._ack_binding(ctx, wanted)
             return
@@ -325,10 +325,10 @@ class ServerEngine:
                 if self.config.subnet_for(msg.ciaddr) is None:
                     self.counters["request:not_ours"] += 1
                     return
-                self._nak(request, "no binding for this address", received, out)
+                self._nak(ctx, "no binding for this address")
                 return
             if not self._may_bind(subnet, msg.ciaddr, client, now):
-                self._nak(request, "address no longer available", received, out)
+                self._nak(ctx, "address no longer available")
                 return
             self._ack_binding(ctx, msg.ciaddr)
             return
@@ -351,7 +351,7 @@ class ServerEngine:
         lease = Lease(
             address=address,
             client=client,
-            chaddr=request.msg.chaddr,
+            chaddr=request.msg.hardware_address,  # FORCERENEW takes hlen from its length
             expires=now + subnet.lease_time,
             xid=request.msg.xid,
             hostname=request.hostname,
@@ -383,13 +383,23 @@ class ServerEngine:
             if ce is not None:
                 self._vpn_changed(ce.vpns, f"CE {ce.name} now at {address}", now, out)
 
-    def _nak(self, request: _Request, why: str, received: Received, out: Outcome) -> None:
+    def _nak(self, ctx: _Context, why: str) -> None:
+        """A DHCPNAK, signed like any other reply: an authenticating client drops unsigned ones."""
+        request, _subnet, verdict, received, now, out = ctx
         options = Options(
-            [MESSAGE_TYPE.item(MessageType.DHCPNAK), SERVER_IDENTIFIER.item(self.config.server_id)]
+            [
+                MESSAGE_TYPE.item(MessageType.DHCPNAK),
+                SERVER_IDENTIFIER.item(self.config.server_id),
+                MESSAGE.item(why),
+            ]
         )
-        options = options.with_value(MESSAGE, why)
+        credentials = verdict.sign_with
+        if credentials is not None:
+            options = options.with_value(AUTHENTICATION, credentials.option(self._next_replay(now, out)))
         self.counters["sent:DHCPNAK"] += 1
-        self._send(request, options, _ZERO, received=received, out=out, credentials=None, broadcast_nak=True)
+        self._send(
+            request, options, _ZERO, received=received, out=out, credentials=credentials, broadcast_nak=True
+        )
 
     # -- RFC 2131 4.3.3, 4.3.4 -----------------------------------------------------------
 

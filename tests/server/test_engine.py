@@ -260,3 +260,16 @@ def test_reply_addressing_follows_rfc2131_section_4_1() -> None:
     assert nak.message_type is MessageType.DHCPNAK
     assert nak_reply.destination == IPv4Address("255.255.255.255")
     assert offer.options.value(SUBNET_MASK) == NETWORK.netmask
+
+
+def test_a_nak_to_an_authenticated_client_is_signed() -> None:
+    # dhcpcd (and our client) drop unsigned replies once they authenticate, so an
+    # unsigned NAK would leave the client retrying instead of starting over.
+    h = Harness(ServerEngine(config()))
+    ce1 = ce_client(1)
+    provisioned(h.engine, [ce1])
+    h.bind(ce1)
+    reboot = ce1.message(MessageType.DHCPREQUEST, requested=IPv4Address("10.77.0.98"))
+    _, nak = h.only_reply(h.send(reboot))
+    assert nak.message_type is MessageType.DHCPNAK
+    assert verify(nak.wire, StaticKeys(KEYS)).valid
