@@ -1,0 +1,121 @@
+"""``python -m ce_runtime --config CE.json --state-dir DIR [--once]``: the runtime as a process.
+
+The configuration is a plain "desired peers" file until the DHCP client's ``VpnPeersChanged``
+events are wired in::
+
+    {"local": "192.0.2.1", "underlay_mtu": 1500,
+     "vpns": [{"vpn_id": 7, "peers": ["192.0.2.2"], "secret_file": "vpn7.key",
+               "routes": [["10.2.0.0/24", "192.0.2.2"]], "table": 254}]}
+
+``secret_file`` holds the VPN's pre-shared secret in hex and must not be readable by others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+from ce_runtime.keying import EpochFile, StaticKeying
+from ce_runtime.runtime import Backoff, Reconciler, RuntimeConfig, VpnConfig
+
+log = logging.getLogger("ce_runtime")
+
+
+class ExecHooks:
+    """Runs ``hook EVENT LINK VPN PEER`` per tunnel event within ``timeout``; failures are only logged."""
+
+    def __init__(self, path: str | None, timeout: float = 10.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.failures = 0
+
+    def tunnel(self, event: str, link: str, vpn_id: int, peer: IPv4Address) -> None:
+        log.info("ce_runtime: tunnel %s %s (vpn %d, peer %s)", event, link, vpn_id, peer)
+        if not self.path:
+            return
+        try:
+            subprocess.run(  # noqa: S603 - the operator's own hook, arguments are ours
+                [self.path, event, link, str(vpn_id), str(peer)],
+                timeout=self.timeout,
+                check=True,
+                stdin=subprocess.DEVNULL,
+                close_fds=True,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.failures += 1
+            log.warning("ce_runtime: hook %s %s failed: %s", event, link, exc)
+
+
+def _secret(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SystemExit(f"{path}: the VPN secret must not be accessible to group or others (chmod 600)")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def load_config(path: Path) -> tuple[RuntimeConfig, dict[int, bytes]]:
+    raw = json.loads(path.read_text())
+    vpns: list[VpnConfig] = []
+    secrets: dict[int, bytes] = {}
+    for v in raw.get("vpns", []):
+        vpn_id = int(v["vpn_id"])
+        vpns.append(
+            VpnConfig(
+                vpn_id=vpn_id,
+                peers=frozenset(IPv4Address(p) for p in v.get("peers", [])),
+                routes=tuple((IPv4Network(r[0]), IPv4Address(r[1])) for r in v.get("routes", [])),
+                table=int(v.get("table", 254)),
+            )
+        )
+        secrets[vpn_id] = _secret(path.parent / v["secret_file"])
+    config = RuntimeConfig(
+        local=IPv4Address(raw["local"]), vpns=tuple(vpns), underlay_mtu=int(raw.get("underlay_mtu", 1500))
+    )
+    return config, secrets
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ce_runtime", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--state-dir", type=Path, required=True, help="epochs file (0600) lives here")
+    parser.add_argument("--once", action="store_true", help="reconcile once and exit (status 1 on failures)")
+    parser.add_argument("--interval", type=float, default=10.0)
+    parser.add_argument("--hook", help="executable run on tunnel up/down/alarm")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    from ce_runtime.kernel import NetlinkKernel  # noqa: PLC0415 - keeps --help free of netlink
+
+    config, secrets = load_config(args.config)
+    args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(args.state_dir, 0o700)
+    keying = StaticKeying(secrets, EpochFile(args.state_dir / "epochs.json"))
+    with NetlinkKernel() as kernel:
+        reconciler = Reconciler(kernel, keying, ExecHooks(args.hook), backoff=Backoff())
+        while True:
+            report = reconciler.reconcile(config, time.monotonic())
+            for op in report.applied:
+                log.info("ce_runtime: applied %s", _describe(op))
+            for op, why in report.failed:
+                log.warning("ce_runtime: FAILED %s: %s", _describe(op), why)
+            if args.once:
+                return 1 if report.failed else 0
+            time.sleep(args.interval)
+
+
+def _describe(op: object) -> str:
+    """One line per operation; SA keys are excluded from the dataclass repr."""
+    return repr(op)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

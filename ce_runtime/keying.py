@@ -1,0 +1,155 @@
+"""Keying behind an interface; the first implementation needs no daemon ("static" keying).
+
+:class:`Keying` hands the reconciler the SAs a pair of CEs should have. IKEv2 through strongSwan
+(a later issue) will implement the same interface by asking the daemon instead of deriving.
+
+Static keying (threat model and limits: docs/runtime.md): every key is derived with HKDF-SHA256
+from the VPN's pre-shared secret, the VPN id, the sender's and receiver's provider addresses, the
+direction (sender first) and an *epoch* of that direction. AES-GCM must never see the same
+(key, nonce) twice; the kernel's ESP sequence number (the IV source of rfc4106 in Linux) starts
+again at 1 whenever an SA is added, so an outbound (key, SPI) is installed at most once:
+
+- the sender keeps, per peer, the epoch it may have installed, in a 0600 file written with
+  write/fsync/rename/fsync *before* an SA of that epoch reaches the kernel;
+- an outbound SA that is in the kernel with exactly the derived key is kept (its sequence number
+  continues); one that is missing (reboot, deleted by hand, expired) is installed only under the
+  next epoch, never again under the same one;
+- the receiver cannot be told, so it installs inbound SAs for a window of epochs
+  ``[seen, seen + window]``; when the kernel's counters show packets on a higher one, ``seen``
+  moves up (persisted too) and the window slides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Final, Protocol
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ce_runtime.xfrm import SaSpec
+
+__all__ = ["EpochFile", "Keying", "PairSas", "StaticKeying", "derive"]
+
+KEY_LEN: Final = 36  # AES-256 key + 4-octet salt (RFC 4106 section 8.1)
+SALT: Final = b"ce-autoconf static ESP keying v1"
+
+
+@dataclass(frozen=True, slots=True)
+class PairSas:
+    """The SAs one CE wants for one peer: one outbound, one or more inbound (epoch window)."""
+
+    outbound: SaSpec
+    inbound: tuple[SaSpec, ...]
+
+
+class Keying(Protocol):
+    def sas_for(
+        self, vpn_id: int, local: IPv4Address, peer: IPv4Address, reqid: int, actual: Collection[SaSpec]
+    ) -> PairSas:
+        """The SAs to hold for this pair, given the SAs the kernel holds now."""
+        ...
+
+
+def derive(
+    secret: bytes, vpn_id: int, sender: IPv4Address, receiver: IPv4Address, epoch: int
+) -> tuple[bytes, int]:
+    """(key, SPI) of the direction ``sender`` -> ``receiver`` at ``epoch``.
+
+    The SPI has its top bit set (never a reserved value below 256) and 31 derived bits; the
+    receiver keys inbound SAs by (its address, SPI), so two senders colliding is possible with
+    probability about n**2 / 2**32 for n peers: the adapter then reports EEXIST for that peer.
+    """
+    if not 0 <= epoch < 1 << 64:
+        raise ValueError(f"epoch {epoch}")
+    info = vpn_id.to_bytes(4, "big") + sender.packed + receiver.packed + epoch.to_bytes(8, "big")
+    okm = HKDF(algorithm=hashes.SHA256(), length=KEY_LEN + 4, salt=SALT, info=info).derive(secret)
+    return okm[:KEY_LEN], 0x80000000 | (int.from_bytes(okm[KEY_LEN:], "big") & 0x7FFFFFFF)
+
+
+class EpochFile:
+    """``{"out": {pair: epoch}, "seen": {pair: epoch}}`` in a 0600 file, replaced atomically and fsynced."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.out: dict[str, int] = {}
+        self.seen: dict[str, int] = {}
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return
+        self.out = {str(k): int(v) for k, v in raw.get("out", {}).items()}
+        self.seen = {str(k): int(v) for k, v in raw.get("seen", {}).items()}
+
+    def save(self) -> None:
+        directory = self.path.parent
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)  # mkstemp: mode 0600
+        try:
+            try:
+                os.write(fd, json.dumps({"out": self.out, "seen": self.seen}, sort_keys=True).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class StaticKeying:
+    """HKDF keys from per-VPN secrets; epochs persisted in ``epochs`` (see the module docstring)."""
+
+    def __init__(self, secrets: dict[int, bytes], epochs: EpochFile, window: int = 3) -> None:
+        for vpn_id, secret in secrets.items():
+            if len(secret) < 16:
+                raise ValueError(f"VPN {vpn_id}: a secret of at least 16 octets is required")
+        self._secrets = dict(secrets)
+        self._epochs = epochs
+        self.window = window
+
+    def __repr__(self) -> str:
+        return f"StaticKeying(vpns={sorted(self._secrets)}, window={self.window})"  # never the secrets
+
+    def _sa(self, vpn_id: int, sender: IPv4Address, receiver: IPv4Address, epoch: int, reqid: int) -> SaSpec:
+        key, spi = derive(self._secrets[vpn_id], vpn_id, sender, receiver, epoch)
+        return SaSpec(src=sender, dst=receiver, spi=spi, reqid=reqid, key=key)
+
+    def sas_for(
+        self, vpn_id: int, local: IPv4Address, peer: IPv4Address, reqid: int, actual: Collection[SaSpec]
+    ) -> PairSas:
+        if vpn_id not in self._secrets:
+            raise KeyError(f"no secret for VPN {vpn_id}")
+        pair = f"{vpn_id}/{peer}"
+        present = set(actual)
+        epoch = self._epochs.out.get(pair)
+        outbound = None if epoch is None else self._sa(vpn_id, local, peer, epoch, reqid)
+        if outbound is None or outbound not in present:
+            # Missing (or never installed): a fresh epoch, on disk before the kernel sees its key.
+            epoch = 0 if epoch is None else epoch + 1
+            self._epochs.out[pair] = epoch
+            self._epochs.save()
+            outbound = self._sa(vpn_id, local, peer, epoch, reqid)
+
+        seen = self._epochs.seen.get(pair, 0)
+        window = [self._sa(vpn_id, peer, local, seen + i, reqid) for i in range(self.window + 1)]
+        counters = {(sa.dst, sa.spi): sa.packets for sa in actual}
+        used = [i for i, sa in enumerate(window) if counters.get((sa.dst, sa.spi), 0) > 0]
+        if used and used[-1] > 0:
+            seen += used[-1]
+            self._epochs.seen[pair] = seen
+            self._epochs.save()
+            window = [self._sa(vpn_id, peer, local, seen + i, reqid) for i in range(self.window + 1)]
+        return PairSas(outbound=outbound, inbound=tuple(window))
