@@ -92,6 +92,8 @@ class _Request:
     msg: DhcpMessage
     type: MessageType
     client: ClientKey
+    ciaddr: IPv4Address  # read once: each read of msg.ciaddr builds an IPv4Address
+    giaddr: IPv4Address
     requested: IPv4Address | None
     server_id: IPv4Address | None
     hostname: str | None
@@ -238,6 +240,8 @@ class ServerEngine:
             msg=msg,
             type=message_type,
             client=client,
+            ciaddr=msg.ciaddr,
+            giaddr=msg.giaddr,
             requested=options.get_value(REQUESTED_IP_ADDRESS),
             server_id=options.get_value(SERVER_IDENTIFIER),
             hostname=options.get_value(HOST_NAME),
@@ -250,12 +254,11 @@ class ServerEngine:
 
     def _subnet_for(self, request: _Request, received: Received) -> SubnetConfig | None:
         """RFC 2131 4.3.1 / RFC 3527: the relay's link, else the receiving interface's subnet."""
-        msg = request.msg
-        if msg.giaddr != _ZERO:
-            return self.config.subnet_for(request.link_selection or msg.giaddr)
+        if request.giaddr != _ZERO:
+            return self.config.subnet_for(request.link_selection or request.giaddr)
         if received.interface is not None and received.interface in self._by_interface:
             return self._by_interface[received.interface]
-        for address in (msg.ciaddr, received.source):
+        for address in (request.ciaddr, received.source):
             if address != _ZERO:
                 subnet = self.config.subnet_for(address)
                 if subnet is not None:
@@ -285,7 +288,6 @@ class ServerEngine:
 
     def _request(self, ctx: _Context) -> None:
         request, subnet, _verdict, _received, now, out = ctx
-        msg = request.msg
         client = request.client
         self.forcerenews.answered(client)
         if request.server_id is not None:  # SELECTING
@@ -293,7 +295,7 @@ class ServerEngine:
                 self.leases.drop_offer(client)
                 self.counters["request:other_server"] += 1
                 return
-            if request.requested is None or msg.ciaddr != _ZERO:
+            if request.requested is None or request.ciaddr != _ZERO:
                 self._drop(out, "malformed_request", client=str(client))
                 return
             wanted = request.requested
@@ -305,7 +307,7 @@ class ServerEngine:
             else:
                 self._nak(ctx, "requested address not available")
             return
-        if request.requested is not None and msg.ciaddr == _ZERO:  # INIT-REBOOT
+        if request.requested is not None and request.ciaddr == _ZERO:  # INIT-REBOOT
             wanted = request.requested
             if wanted not in subnet.network:
                 self._nak(ctx, "wrong network")
@@ -319,18 +321,18 @@ class ServerEngine:
                 return
             self._ack_binding(ctx, wanted)
             return
-        if msg.ciaddr != _ZERO:  # RENEWING or REBINDING
+        if request.ciaddr != _ZERO:  # RENEWING or REBINDING
             known = self.leases.lease_of(client)
-            if known is None or known.address != msg.ciaddr:
-                if self.config.subnet_for(msg.ciaddr) is None:
+            if known is None or known.address != request.ciaddr:
+                if self.config.subnet_for(request.ciaddr) is None:
                     self.counters["request:not_ours"] += 1
                     return
                 self._nak(ctx, "no binding for this address")
                 return
-            if not self._may_bind(subnet, msg.ciaddr, client, now):
+            if not self._may_bind(subnet, request.ciaddr, client, now):
                 self._nak(ctx, "address no longer available")
                 return
-            self._ack_binding(ctx, msg.ciaddr)
+            self._ack_binding(ctx, request.ciaddr)
             return
         self._drop(out, "malformed_request", client=str(client))
 
@@ -420,7 +422,7 @@ class ServerEngine:
     def _release(self, ctx: _Context) -> None:
         request, _subnet, verdict, _received, now, out = ctx
         lease = self.leases.lease_of(request.client)
-        if lease is None or lease.address != request.msg.ciaddr or not lease.active(now):
+        if lease is None or lease.address != request.ciaddr or not lease.active(now):
             return
         released = replace(lease, state=LeaseState.RELEASED, expires=now, updated=now)
         self.leases.bind(released)
@@ -544,18 +546,19 @@ class ServerEngine:
         broadcast_nak: bool = False,
     ) -> None:
         msg = request.msg
-        flags = msg.flags | (FLAG_BROADCAST if broadcast_nak and msg.giaddr != _ZERO else 0)
+        relayed = request.giaddr != _ZERO
+        flags = msg.flags | (FLAG_BROADCAST if broadcast_nak and relayed else 0)
         reply = DhcpMessage(
             op=BOOTREPLY,
             xid=msg.xid,
             htype=msg.htype,
             hlen=msg.hlen,
             flags=flags,
-            ciaddr=msg.ciaddr
+            ciaddr=request.ciaddr
             if request.type is not MessageType.DHCPDISCOVER and not broadcast_nak
             else _ZERO,
             yiaddr=yiaddr,
-            giaddr=msg.giaddr,
+            giaddr=request.giaddr,
             chaddr=msg.chaddr,
             options=options,
         )
@@ -568,22 +571,22 @@ class ServerEngine:
             payload = sign_reply(payload, credentials)
         if request.relay_info is not None:
             payload = _append_relay_info(payload, request.relay_info)
-        out.replies.append(self._address_reply(payload, msg, yiaddr, received, nak=broadcast_nak))
+        out.replies.append(self._address_reply(payload, request, yiaddr, received, nak=broadcast_nak))
 
     @staticmethod
     def _address_reply(
-        payload: bytes, msg: DhcpMessage, yiaddr: IPv4Address, received: Received, *, nak: bool
+        payload: bytes, request: _Request, yiaddr: IPv4Address, received: Received, *, nak: bool
     ) -> Reply:
         """RFC 2131 4.1, "If the 'giaddr' field ... is nonzero ..." and the paragraphs after it."""
-        if msg.giaddr != _ZERO:
-            return Reply(payload, msg.giaddr, SERVER_PORT, received.interface)
+        if request.giaddr != _ZERO:
+            return Reply(payload, request.giaddr, SERVER_PORT, received.interface)
         if nak:
             return Reply(payload, _BROADCAST, CLIENT_PORT, received.interface)
-        if msg.ciaddr != _ZERO:
-            return Reply(payload, msg.ciaddr, CLIENT_PORT, received.interface)
-        if msg.broadcast or yiaddr == _ZERO:
+        if request.ciaddr != _ZERO:
+            return Reply(payload, request.ciaddr, CLIENT_PORT, received.interface)
+        if request.msg.broadcast or yiaddr == _ZERO:
             return Reply(payload, _BROADCAST, CLIENT_PORT, received.interface)
-        return Reply(payload, yiaddr, CLIENT_PORT, received.interface, hardware=msg.hardware_address)
+        return Reply(payload, yiaddr, CLIENT_PORT, received.interface, hardware=request.msg.hardware_address)
 
     def _next_replay(self, now: float, out: Outcome) -> int:
         value = self._replay.next(now)

@@ -38,11 +38,14 @@ class AuthPolicy(enum.Enum):
     OFF = "off"
 
 
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    """How a client is recognised: option 61 when sent (RFC 2131 4.2), else htype + chaddr."""
+class ClientKey(bytes):
+    """How a client is recognised: option 61 when sent (RFC 2131 4.2), else htype + chaddr.
 
-    value: bytes
+    A ``bytes`` subclass, so hashing and comparison stay in C: client keys index every
+    per-client table on the server's hot path.
+    """
+
+    __slots__ = ()
 
     @classmethod
     def from_client_id(cls, client_id: bytes) -> ClientKey:
@@ -52,9 +55,16 @@ class ClientKey:
     def from_hardware(cls, htype: int, address: bytes) -> ClientKey:
         return cls(b"hw:" + bytes((htype,)) + address)
 
+    @property
+    def value(self) -> bytes:
+        return bytes(self)
+
     def __str__(self) -> str:
-        kind, _, raw = self.value.partition(b":")
-        return f"{kind.decode()}:{raw.hex(':')}"
+        kind, _, raw = self.partition(b":")
+        return f"{kind.decode('ascii', 'replace')}:{raw.hex(':')}"
+
+    def __repr__(self) -> str:
+        return f"ClientKey({bytes(self)!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ when the options field is full the remaining instances continue in ``file`` then
 from __future__ import annotations
 
 import struct
-from typing import Final
+from typing import Final, NamedTuple
 
 from options.errors import DecodeError, EncodeError
 
@@ -41,6 +41,7 @@ MAX_INSTANCES: Final = 1024
 UNSPLITTABLE: Final = frozenset({52, 53, 90})
 
 _CODE_LENGTH: Final = struct.Struct("BB").pack
+_END_OCTET: Final = bytes((END,))
 
 
 def scan_field(
@@ -88,16 +89,16 @@ def instances(code: int, payload: bytes) -> list[bytes]:
     ]
 
 
-class FieldLayout:
+class FieldLayout(NamedTuple):
     """The encoded bytes of the options, ``file`` and ``sname`` fields of one message."""
 
-    __slots__ = ("file", "options", "overload", "sname")
+    options: bytes
+    file: bytes | None = None
+    sname: bytes | None = None
 
-    def __init__(self, options: bytes, file: bytes | None, sname: bytes | None) -> None:
-        self.options = options
-        self.file = file
-        self.sname = sname
-        self.overload = (1 if file is not None else 0) | (2 if sname is not None else 0)
+    @property
+    def overload(self) -> int:
+        return (1 if self.file is not None else 0) | (2 if self.sname is not None else 0)
 
 
 def _fill(capacity: int, pending: list[tuple[int, bytes]]) -> bytes:
@@ -146,7 +147,7 @@ def layout_options(
             parts += instances(code, payload)
     plain = b"".join(parts)
     if len(plain) + 1 <= options_room:
-        return FieldLayout(plain + bytes((END,)), None, None)
+        return FieldLayout(plain + _END_OCTET)
     if not (file_free or sname_free):
         raise EncodeError(
             f"options need {len(plain) + 1} bytes, {options_room} fit, and file/sname are in use so "
