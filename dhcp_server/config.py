@@ -574,6 +574,12 @@ def endpoint(value: object) -> tuple[str, int]:
     return host, number
 
 
+def boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(f"expected true or false, got {kind(value)}")
+    return value
+
+
 def path_under(base: Path) -> Callable[[object], Path]:
     """A file path; a relative one is taken from the configuration file's directory."""
 
@@ -604,6 +610,9 @@ class ApiConfig:
     host: str
     port: int
     token_file: Path
+    #: ``GET /metrics`` asks for the bearer token too (off: metrics hold no secrets, and a
+    #: scraper given the management token could change the directory).
+    metrics_require_token: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -870,7 +879,8 @@ def _listen(t: Table, server: ServerConfig | None) -> ListenConfig | None:
 def _api(t: Table, base: Path) -> ApiConfig | None:
     listen = t.require("listen", endpoint)
     token_file = t.require("token_file", path_under(base))
+    metrics_require_token = t.get("metrics_require_token", boolean, False)
     t.done()
     if listen is None or token_file is None:
         return None
-    return ApiConfig(listen[0], listen[1], token_file)
+    return ApiConfig(listen[0], listen[1], token_file, metrics_require_token)

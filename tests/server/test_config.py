@@ -272,6 +272,11 @@ SUBNETS = '[[subnets]]\nnetwork = "10.0.0.0/24"\ninterface = "eth0"\n'
         ),
         ('server_id = "192.0.2.1"\n[api]\nlisten = "[::1]:8067"', "api.token_file: is required"),
         (
+            'server_id = "192.0.2.1"\n[api]\nlisten = "127.0.0.1:8067"\ntoken_file = "t"\n'
+            'metrics_require_token = "yes"',
+            "api.metrics_require_token: expected true or false, got a string",
+        ),
+        (
             'server_id = "192.0.2.1"\n[store]\nbackend = "postgres"',
             "store.backend: 'postgres' is not one of sqlite",
         ),
@@ -292,6 +297,17 @@ def test_server_level_fields(line: str, expected: str) -> None:
     table, _, key = field.rpartition(".")
     written = text.splitlines()[int(line_number) - 1]
     assert written.startswith(key) or written == f"[{table}]"
+
+
+def test_metrics_require_token_defaults_to_off(tmp_path: Path) -> None:
+    api = '[api]\nlisten = "127.0.0.1:8067"\ntoken_file = "api.token"\n'
+    config = parse_config(MINIMAL + api, "m.toml", base=tmp_path)
+    assert config.api is not None
+    assert config.api.token_file == tmp_path / "api.token"
+    assert config.api.metrics_require_token is False
+    config = parse_config(MINIMAL + api + "metrics_require_token = true\n", "m.toml", base=tmp_path)
+    assert config.api is not None
+    assert config.api.metrics_require_token is True
 
 
 def test_missing_required_parts() -> None:
