@@ -83,6 +83,7 @@ _COMMENT = re.compile(
 class Vector:
     """One recorded payload whose MAC verifies with ``key`` (protocols 1, 2) or ``nonce`` (3)."""
 
+    path: Path  # the .vectors.txt file
     source: str  # file stem, e.g. "06_fr_delayed"
     frame: int  # frame number in the pcap of the same stem
     message_type: str  # as the comment spells it: OFFER, REQUEST, ACK, FORCERENEW, ...
@@ -118,6 +119,7 @@ def read_vectors(path: Path) -> list[Vector]:
         key, nonce = pending["key"], pending["nonce"]
         vectors.append(
             Vector(
+                path=path,
                 source=source,
                 frame=int(pending["frame"]),
                 message_type=pending["type"],

@@ -35,6 +35,12 @@ _VECTOR_FILES = sorted(_DIR.glob("*.vectors.txt")) if _DIR.is_dir() else []
 _PCAPS = sorted(_DIR.glob("*.pcap")) if _DIR.is_dir() else []
 VECTORS = [v for path in _VECTOR_FILES for v in read_vectors(path)]
 
+#: The project's own recordings (tests/vectors/README.md): same format, same per-vector checks.
+LOCAL_DIR = Path(__file__).resolve().parents[1] / "vectors"
+LOCAL_VECTORS = [v for path in sorted(LOCAL_DIR.glob("*/*.vectors.txt")) for v in read_vectors(path)]
+LOCAL_PCAPS = sorted(LOCAL_DIR.glob("*/*.pcap"))
+ALL_VECTORS = VECTORS + LOCAL_VECTORS
+
 #: Which dhcpcd.conf each capture was made with (the README and the .conf comments say so).
 CONF_FOR = {
     "01_discover_delayed": "delayed.conf",
@@ -61,7 +67,7 @@ GIADDR = range(24, 28)
 
 
 def _ids(vector: Vector) -> str:
-    return vector.name
+    return vector.name if vector in VECTORS else f"local:{vector.path.parent.name}/{vector.name}"
 
 
 @cache
@@ -71,18 +77,44 @@ def _token(source: str) -> DhcpcdToken | None:
 
 @cache
 def _keys_for(source: str) -> StaticKeys:
+    """The keys of the dhcpcd.conf a shared capture was made with, by secret ID (and realm)."""
     token = _token(source)
     assert token is not None, f"{CONF_FOR[source]} has no authtoken"
+    return _static_keys(token)
+
+
+def _static_keys(token: DhcpcdToken) -> StaticKeys:
     if token.realm:
         return StaticKeys({(token.realm, token.secret_id): token.key})
     return StaticKeys({token.secret_id: token.key})
+
+
+@cache
+def _local_token(vector: Vector) -> DhcpcdToken:
+    """A local vector's credentials: ``<stem>.conf`` beside it if present, else the comment's key
+    under the secret ID and realm the payload names (tests/vectors/README.md)."""
+    conf = vector.path.with_name(f"{vector.source}.conf")
+    token = dhcpcd_token(conf) if conf.is_file() else None
+    if token is not None:
+        return token
+    auth = decode_message(vector.payload).options.value(AUTHENTICATION)
+    assert auth.secret_id is not None and vector.key is not None, vector.name
+    return DhcpcdToken(auth.secret_id, auth.realm, vector.key)
+
+
+def _token_of(vector: Vector) -> DhcpcdToken | None:
+    if vector.protocol == AuthProtocol.RECONFIGURE_KEY:
+        return None
+    return _token(vector.source) if vector in VECTORS else _local_token(vector)
 
 
 def _vector_check(vector: Vector, payload: bytes) -> rfc3118.AuthCheck:
     """Verify ``payload`` the way a receiver holding the vector's credentials would."""
     if vector.protocol == AuthProtocol.RECONFIGURE_KEY:
         return verify(payload, None, nonce=vector.nonce)
-    return verify(payload, _keys_for(vector.source))
+    if vector in VECTORS:
+        return verify(payload, _keys_for(vector.source))
+    return verify(payload, _static_keys(_local_token(vector)))
 
 
 def _captures() -> Iterator[tuple[Path, list[CapturedPayload]]]:
@@ -102,7 +134,7 @@ def test_shared_vectors_are_present() -> None:
     assert {v.protocol for v in VECTORS} == {1, 2, 3}
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
+@pytest.mark.parametrize("vector", ALL_VECTORS, ids=_ids)
 def test_vector_decodes_to_the_named_message_type(vector: Vector) -> None:
     msg = decode_message(vector.payload)
     assert msg.message_type is MessageType["DHCP" + vector.message_type]
@@ -112,7 +144,7 @@ def test_vector_decodes_to_the_named_message_type(vector: Vector) -> None:
     assert auth.has_mac
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
+@pytest.mark.parametrize("vector", ALL_VECTORS, ids=_ids)
 def test_vector_mac_offset_is_where_locate_authentication_finds_it(vector: Vector) -> None:
     start, end = rfc3118.locate_authentication(vector.payload)
     assert end - MAC_SIZE == vector.mac_offset
@@ -120,7 +152,7 @@ def test_vector_mac_offset_is_where_locate_authentication_finds_it(vector: Vecto
     assert vector.payload[start - 2 : start] == bytes((90, end - start))
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
+@pytest.mark.parametrize("vector", ALL_VECTORS, ids=_ids)
 def test_vector_verifies_with_the_configured_credentials(vector: Vector) -> None:
     check = _vector_check(vector, vector.payload)
     assert check.valid, check.reason
@@ -129,7 +161,7 @@ def test_vector_verifies_with_the_configured_credentials(vector: Vector) -> None
         assert vector.nonce is not None
         wrong = verify(vector.payload, None, nonce=bytes(16))
     else:
-        token = _token(vector.source)
+        token = _token_of(vector)
         assert token is not None
         # The comment's key is the one dhcpcd was configured with, for the secret ID it names.
         assert vector.key == token.key
@@ -144,20 +176,27 @@ def test_vector_verifies_with_the_configured_credentials(vector: Vector) -> None
     assert wrong.reason == "MAC mismatch"
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
-def test_our_signer_and_encoder_reproduce_the_vector(vector: Vector) -> None:
+@pytest.mark.parametrize("vector", ALL_VECTORS, ids=_ids)
+def test_our_signer_reproduces_the_vector_mac(vector: Vector) -> None:
     key = vector.nonce if vector.protocol == AuthProtocol.RECONFIGURE_KEY else vector.key
     assert key is not None
     zeroed = bytearray(vector.payload)
     zeroed[vector.mac_offset : vector.mac_offset + MAC_SIZE] = bytes(MAC_SIZE)
     assert rfc3118.sign(bytes(zeroed), key) == vector.payload
-    # Re-encoding the decoded value at the peer's size gives its bytes back (padding included).
+
+
+@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
+def test_our_encoder_reproduces_the_dhcpcd_vector(vector: Vector) -> None:
+    """Re-encoding the decoded value at the peer's size gives its bytes back, padding included.
+
+    Only for the dhcpcd vectors: another peer may lay out (pad, split, order) differently.
+    """
     msg = decode_message(vector.payload)
     size = len(vector.payload)
     assert encode_message(msg, max_payload=size, pad_to=size) == vector.payload
 
 
-@pytest.mark.parametrize("vector", VECTORS, ids=_ids)
+@pytest.mark.parametrize("vector", ALL_VECTORS, ids=_ids)
 def test_vector_any_covered_bit_flip_fails_verification(vector: Vector) -> None:
     """RFC 3118 5.1: the MAC covers the whole message except hops and giaddr.
 
@@ -202,6 +241,15 @@ def test_every_captured_dhcp_payload_decodes() -> None:
             assert msg.op == (2 if frame.sport == 67 else 1), frame.name
             seen += 1
     assert seen == 46
+
+
+def test_every_locally_recorded_dhcp_payload_decodes() -> None:
+    """tests/vectors/*/*.pcap (none yet is fine): every DHCP payload on ports 67/68 decodes."""
+    for pcap in LOCAL_PCAPS:
+        captured = read_pcap_payloads(pcap)
+        assert captured, f"{pcap}: no DHCP payloads on ports 67/68"
+        for frame in captured:
+            assert decode_message(frame.payload).message_type is not None, frame.name
 
 
 def test_vectors_are_the_captured_frames() -> None:
