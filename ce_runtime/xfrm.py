@@ -185,6 +185,7 @@ class xfrm_userpolicy_id(_xfrm_attrs):  # noqa: N801
 
 _TMPL = struct.Struct("=16sIB3xH2x16sIBBBxIII")  # xfrm_user_tmpl, 64 bytes
 _AEAD_HEAD = struct.Struct("=64sII")
+_ALL_ALGOS: Final = (0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
 assert _TMPL.size == 64
 assert _AEAD_HEAD.size == 72
 
@@ -358,6 +359,9 @@ def encode_policy(policy: PolicySpec) -> nlmsg:
     msg["dir"] = int(policy.direction)
     msg["action"] = XFRM_POLICY_ALLOW
     # id.daddr/saddr stay zero: in transport mode the SA is found by the packet's own addresses.
+    # aalgos/ealgos/calgos all ones make the kernel set tmpl->allalgs; with aalgos 0 an AEAD SA
+    # (aalgo 0) fails xfrm_state_ok() on input and every inbound packet is a template mismatch.
+    share = optional = 0
     tmpl = _TMPL.pack(
         bytes(16),
         0,
@@ -366,11 +370,9 @@ def encode_policy(policy: PolicySpec) -> nlmsg:
         bytes(16),
         policy.reqid,
         Mode.TRANSPORT,
-        0,
-        0,
-        0,
-        0xFFFFFFFF,
-        0xFFFFFFFF,
+        share,
+        optional,
+        *_ALL_ALGOS,
     )
     msg["attrs"] = [("XFRMA_TMPL", tmpl), *_mark_attr(policy.mark)]
     msg.encode()

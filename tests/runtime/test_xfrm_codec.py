@@ -77,6 +77,15 @@ def test_policy_round_trip(
     assert xfrm.decode_policy(bytes(xfrm.encode_policy(policy).data[16:])) == policy
 
 
+def test_template_allows_all_algorithms() -> None:
+    """Like iproute2: all-ones algorithm masks, else the kernel rejects AEAD SAs on input."""
+    policy = xfrm.PolicySpec(A("10.0.0.1"), A("10.0.0.2"), xfrm.Direction.IN, 0xCE000007, 1)
+    body = bytes(xfrm.encode_policy(policy).data[16:])
+    tmpl = body[168 + 4 : 168 + 4 + 64]
+    assert struct.unpack_from("@III", tmpl, 52) == (0xFFFFFFFF,) * 3
+    assert struct.unpack_from("@I", tmpl, 44) == (0xCE000007,)
+
+
 def test_struct_sizes() -> None:
     sizes = {
         xfrm.xfrm_usersa_info: 224,
