@@ -942,7 +942,7 @@ class ApiServer:
             log,
             "api.ce.created" if created else "api.ce.updated",
             ce=ce.name,
-            client=ce.client,
+            client=str(ce.client) if ce.client is not None else None,
             secret_id=ce.secret_id,
             key_set=key is not None,
             vpns=sorted(ce.vpns),
@@ -985,7 +985,7 @@ class ApiServer:
         await self._change(operation)
         ce = engine.directory.get_ce(name)
         client = ce.client if ce is not None else None
-        log_event(log, "api.forcerenew", ce=name, client=client)
+        log_event(log, "api.forcerenew", ce=name, client=str(client) if client is not None else None)
         pending = next((p for p in engine.forcerenews.outstanding() if p.client == client), None)
         body: dict[str, object] = {"ce": name, "client": str(client) if client is not None else None}
         if pending is not None:
@@ -1040,7 +1040,7 @@ class ApiServer:
         if client not in {c for c, _ in engine.quarantine.quarantined(now)}:
             raise ApiError(404, "that client is not quarantined")
         engine.quarantine.release(client)
-        log_event(log, "api.quarantine.released", client=client)
+        log_event(log, "api.quarantine.released", client=str(client))
         return Response(204)
 
     @_route("GET", "/v1/status")

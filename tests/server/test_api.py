@@ -521,6 +521,8 @@ def test_a_ce_key_never_reaches_logs_responses_or_metrics(api: ApiThread) -> Non
     put = next(e for e in logs.events() if e["event"] == "api.ce.created")
     assert put["fields"]["key_set"] is True
     assert put["fields"]["secret_id"] == 31
+    # The client as operators write it (a ClientKey is bytes: logged raw it would be "<N bytes>").
+    assert put["fields"]["client"].startswith(("hw:", "id:")), put["fields"]["client"]
 
 
 def test_log_lines_are_json_with_ts_level_event_fields() -> None:
