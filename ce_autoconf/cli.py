@@ -1,4 +1,5 @@
-"""``ce-autoconf``: one command, one subcommand per job (``decode`` now; ``server``, ``client`` later).
+"""``ce-autoconf``: one command, one subcommand per job (``decode``, ``server``, ``client``,
+the management commands ``vpn``/``ce``/``lease``/``forcerenew``/``quarantine``, ``demo``).
 
 Each subcommand module supplies ``add_arguments(parser)`` and ``run(args, stdout, stderr,
 stdin) -> int`` and raises its own ``UsageError`` for arguments argparse cannot check;
@@ -14,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ce_autoconf import __version__
+from ce_autoconf import __version__, demo
 from dhcp_client import cli as client_cli
+from dhcp_server import cli as server_cli
 from dhcp_server import manage_cli
 from options import decode_tool
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     decode_tool.add_arguments(decode)
     decode.set_defaults(handler=decode_tool.run, usage_error=decode_tool.UsageError, subparser=decode)
+    server_cli.register(commands)
     client_cli.register(commands)
     for name, help_text in manage_cli.COMMANDS.items():
         command = commands.add_parser(
@@ -57,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         manage_cli.add_arguments(command, name)
         command.set_defaults(handler=manage_cli.run, usage_error=manage_cli.UsageError, subparser=command)
+    demo.register(commands)
     return parser
 
 

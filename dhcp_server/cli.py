@@ -2,24 +2,42 @@
 
 Follows the subcommand pattern of :mod:`ce_autoconf.cli`: ``add_arguments(parser)`` and
 ``run(args, stdout, stderr, stdin) -> int``, with :class:`UsageError` for arguments
-argparse cannot check. Only ``server run`` lives here; the management subcommands (VPNs,
-CEs, leases, FORCERENEW) come with the management API.
+argparse cannot check; :func:`register` adds it to the dispatcher. What ``server run``
+starts, and in which order, is :mod:`dhcp_server.service`. The management subcommands
+(VPNs, CEs, leases, FORCERENEW) are :mod:`dhcp_server.manage_cli`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-from typing import BinaryIO, TextIO
+import sqlite3
+from typing import Any, BinaryIO, TextIO
 
+from dhcp_server import service
+from dhcp_server.api import TokenFileError
 from dhcp_server.config import ConfigError, RuntimeConfig, load_config
-from dhcp_server.driver import DriverConfig, ServerRuntime, run_server
+from dhcp_server.driver import DriverConfig, ServerRuntime
+from dhcp_server.logs import install_json_logging, log_event
 
-__all__ = ["UsageError", "add_arguments", "run", "runtime_from_config"]
+__all__ = ["UsageError", "add_arguments", "register", "run", "runtime_from_config"]
+
+log = logging.getLogger("dhcp_server.cli")
 
 
 class UsageError(Exception):
     """Arguments that parse but cannot be used."""
+
+
+def register(commands: Any) -> None:
+    """Add ``server`` to the ``ce-autoconf`` dispatcher (``commands`` is its subparsers object)."""
+    parser = commands.add_parser(
+        "server",
+        help="run the DHCP server (RFC 3118, DHCPINFORM VPN data, FORCERENEW) and its management API",
+        description="Run the ce-autoconf DHCP server from its TOML configuration.",
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run, usage_error=UsageError, subparser=parser)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="INFO logs one JSON line per event (lease bound, drop, FORCERENEW ...)",
     )
-    serve.add_argument("--check", action="store_true", help="validate the configuration and exit (0: valid)")
+    serve.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the configuration, the secrets file and the API token file, and exit (0: valid)",
+    )
 
 
 def runtime_from_config(config: RuntimeConfig) -> ServerRuntime:
@@ -51,14 +73,28 @@ def runtime_from_config(config: RuntimeConfig) -> ServerRuntime:
 
 
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryIO) -> int:
+    """Exit status: 0 stopped by a signal (or ``--check`` passed), 2 the configuration, the
+    secrets file or the token file is unusable, 1 the server could not start or failed."""
     try:
         config = load_config(args.config)
-    except ConfigError as e:
+        runtime_from_config(config)  # the backend is one this server has
+        service.check(config)
+    except (ConfigError, TokenFileError) as e:
         print(e, file=stderr)
         return 2
-    runtime = runtime_from_config(config)
     if args.check:
         print(f"{args.config}: valid", file=stdout)
         return 0
-    logging.basicConfig(level=args.log_level, stream=stderr, format="%(message)s")
-    return run_server(runtime)
+    root = logging.getLogger()
+    handler = install_json_logging(stderr, getattr(logging, args.log_level))
+    try:
+        service.run(config)
+    except (ConfigError, TokenFileError) as e:  # a file changed between the check and the start
+        print(e, file=stderr)
+        return 2
+    except (OSError, sqlite3.Error) as e:
+        log_event(log, "server.failed", logging.ERROR, error=str(e))
+        return 1
+    finally:
+        root.removeHandler(handler)
+    return 0
