@@ -23,8 +23,14 @@ from options import decode_tool
 
 __all__ = ["build_parser", "main"]
 
-#: A ``SECRET_ID:HEX_KEY`` lookalike: argparse quotes unrecognised arguments in its errors.
-_KEY_SHAPED = re.compile(r"[0-9A-Za-z]+:[0-9A-Fa-f:]{8,}")
+#: What argparse must not quote back in its errors (it quotes unrecognised arguments and
+#: bad values): a ``SECRET_ID:HEX_KEY`` lookalike, and any run of 16 or more hex digits, bare
+#: or with separators (a key pasted as a stray argument: ``ce add ce-1 0011...ff``).
+_KEY_SHAPED = re.compile(
+    r"[0-9A-Za-z]+:[0-9A-Fa-f:]{8,}"
+    r"|(?:0[xX])?[0-9A-Fa-f]{16,}"
+    r"|(?:0[xX])?(?:[0-9A-Fa-f]{1,4}[:\s-]){7,}[0-9A-Fa-f]{1,4}"
+)
 
 
 def _redact(text: str) -> str:
