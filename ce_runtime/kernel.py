@@ -61,8 +61,8 @@ class NetlinkKernel:
             names[msg["index"]] = name
             if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "ipip":
                 continue
-            local = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPTUN_LOCAL")
-            remote = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPTUN_REMOTE")
+            local = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPIP_LOCAL")
+            remote = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPIP_REMOTE")
             if not local or not remote:
                 continue  # the fallback device tunl0, or a tunnel without endpoints: never ours
             links.add(
@@ -80,7 +80,7 @@ class NetlinkKernel:
     def read(self) -> KernelState:
         links, names = self._links()
         routes: set[RouteSpec] = set()
-        for msg in self._ipr.get_routes(family=socket.AF_INET, table=0):
+        for msg in self._ipr.get_routes(family=socket.AF_INET):
             if msg["proto"] != RTPROT_CE or msg.get_attr("RTA_OIF") not in names:
                 continue
             dst = msg.get_attr("RTA_DST") or "0.0.0.0"  # noqa: S104 - a default route, not a bind
