@@ -35,9 +35,10 @@ END: Final = 255
 #: Peer-CE list needs about 20; real clients send fewer than 30.
 MAX_INSTANCES: Final = 1024
 
-#: Options that must travel as one instance in the options field: option 52 itself
-#: (RFC 2131 4.1), the message type, and RFC 3118 authentication, whose MAC is located
-#: and checked in place (two instances are refused by dhcpcd).
+#: Options that travel as one instance in the options field (never in overloaded file or
+#: sname): option 52 itself (RFC 2131 4.1), the message type, and RFC 3118
+#: authentication, whose MAC is located and checked in place (dhcpcd refuses two
+#: instances; readers without overload support would not find it elsewhere).
 UNSPLITTABLE: Final = frozenset({52, 53, 90})
 
 _CODE_LENGTH: Final = struct.Struct("BB").pack
@@ -156,8 +157,13 @@ def layout_options(
     if options_room < 4:  # option 52 must be in the options field (RFC 2131 4.1), before END
         raise EncodeError(f"options need {len(plain) + 1} bytes, {options_room} fit: no room for option 52")
     overload = (1 if file_free else 0) | (2 if sname_free else 0)
-    pending = [(52, bytes((overload,))), *items]
+    # Options 53 and 90 go first, right after 52, so they stay in the options field:
+    # readers without overload support still find the message type and the MAC.
+    pinned = [(code, payload) for code, payload in items if code in UNSPLITTABLE]
+    pending = [(52, bytes((overload,))), *pinned, *(item for item in items if item[0] not in UNSPLITTABLE)]
     head = _fill(options_room, pending)
+    if any(code in UNSPLITTABLE for code, _ in pending):
+        raise EncodeError(f"options 52, 53 and 90 do not fit the {options_room}-byte options field together")
     file = _fill(128, pending) if file_free else None
     sname = _fill(64, pending) if sname_free else None
     if pending:

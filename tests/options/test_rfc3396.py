@@ -313,14 +313,16 @@ def test_option_90_too_long_for_one_instance_is_refused_even_when_splitting_woul
         encode_message(msg, max_payload=MAX_MESSAGE_SIZE)
 
 
-def test_option_90_moves_whole_to_file_and_still_verifies() -> None:
-    # 52 (3) + 200 as 255 + 35 octets (294) leaves 10 octets: too few for option 90's 33.
+def test_options_53_and_90_stay_in_the_options_field_when_others_overflow() -> None:
+    # Given last, after a 290-octet option that overflows the options field, 90 and 53 are
+    # still placed in it (first, after 52): readers without overload support find them.
     auth = Authentication.delayed(5, secret_id=9)
-    items = [MESSAGE_TYPE.item(MessageType.DHCPACK), (UNKNOWN, bytes(290)), AUTHENTICATION.item(auth)]
+    items = [(UNKNOWN, bytes(290)), MESSAGE_TYPE.item(MessageType.DHCPACK), AUTHENTICATION.item(auth)]
     msg = DhcpMessage(2, options=Options(items))
     wire = sign(encode_message(msg, max_payload=548), b"secret")
-    where = [(field, len(value)) for field, code, value in placed(wire) if code == 90]
-    assert where == [("file", 31)]
+    fields = {code: field for field, code, _ in placed(wire) if code in (52, 53, 90)}
+    assert fields == {52: "options", 53: "options", 90: "options"}
+    assert {field for field, code, _ in placed(wire) if code == UNKNOWN} >= {"file"}
     assert verify(wire, StaticKeys({9: b"secret"})).valid
 
 
