@@ -97,6 +97,15 @@ def wait_for(
         time.sleep(interval)
 
 
+def _alive(pid: int) -> bool:
+    """``pid`` runs (a zombie, killed but not yet reaped by its new parent, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
 def remove_stale(stem: str) -> list[str]:
     """Remove namespaces named ``<stem><pid>...`` whose process ``pid`` no longer runs
     (what a run killed by SIGKILL leaves behind), killing what still runs inside them.
@@ -113,7 +122,7 @@ def remove_stale(stem: str) -> list[str]:
             if not char.isdigit():
                 break
             digits += char
-        if not digits or int(digits) == os.getpid() or Path(f"/proc/{digits}").exists():
+        if not digits or int(digits) == os.getpid() or _alive(int(digits)):
             continue
         with contextlib.suppress(subprocess.CalledProcessError, OSError, subprocess.TimeoutExpired):
             for pid in _run([_IP, "netns", "pids", name]).split():
