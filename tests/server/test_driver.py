@@ -351,11 +351,24 @@ def test_sqlite_lease_survives_restart(lab: Lab, tmp_path: Path, in_thread: bool
         reopened.close()
 
 
-def test_cli_check_reads_the_example_configuration() -> None:
+def test_cli_check_reads_the_example_configuration(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     example = Path(__file__).resolve().parents[2] / "examples" / "server.toml"
+    # --check reads the secrets and token files too: as checked out, the example's secrets
+    # file is not private (git keeps no 0600) and its token file is not there.
     args = parser.parse_args(["run", "--config", str(example), "--check"])
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.run(args, out, err, io.BytesIO()) == 2
+    assert "secrets.toml" in err.getvalue()
+    # Deployed as the example says: secrets 0600, a token file of mode 0600.
+    config = tmp_path / "server.toml"
+    config.write_text(example.read_text().replace("/etc/ce-autoconf/api.token", "api.token"))
+    (tmp_path / "secrets.toml").write_bytes((example.parent / "secrets.toml").read_bytes())
+    (tmp_path / "secrets.toml").chmod(0o600)
+    (tmp_path / "api.token").write_text("0123456789abcdef0123456789abcdef\n")
+    (tmp_path / "api.token").chmod(0o600)
+    args = parser.parse_args(["run", "--config", str(config), "--check"])
     out, err = io.StringIO(), io.StringIO()
     assert cli.run(args, out, err, io.BytesIO()) == 0, err.getvalue()
     assert "valid" in out.getvalue()
