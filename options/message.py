@@ -328,6 +328,7 @@ FIELD_NAMES: Final = (
     "ciaddr", "yiaddr", "siaddr", "giaddr", "chaddr", "sname", "file",
 )  # fmt: skip
 
+
 def _complain_about_fields(**fields: int) -> None:
     bits = {"op": 8, "htype": 8, "hlen": 8, "hops": 8, "xid": 32, "secs": 16, "flags": 16}
     for name, value in fields.items():
