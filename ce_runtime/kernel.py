@@ -42,6 +42,7 @@ class NetlinkKernel:
     def __init__(self, netns: str | None = None) -> None:
         self._ipr: Any = IPRoute(netns=netns) if netns else IPRoute()
         self._xfrm = XfrmSocket(netns=netns)
+        self._indexes: dict[str, int] = {}  # refreshed by every read()
 
     def close(self) -> None:
         self._ipr.close()
@@ -56,9 +57,11 @@ class NetlinkKernel:
     def _links(self) -> tuple[set[LinkSpec], dict[int, str]]:
         links: set[LinkSpec] = set()
         names: dict[int, str] = {}
+        self._indexes.clear()
         for msg in self._ipr.get_links():
             name = msg.get_attr("IFLA_IFNAME")
             names[msg["index"]] = name
+            self._indexes[name] = msg["index"]
             if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "ipip":
                 continue
             local = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPIP_LOCAL")
@@ -96,8 +99,10 @@ class NetlinkKernel:
         )
 
     def _index(self, name: str) -> int:
-        (index,) = self._ipr.link_lookup(ifname=name)
-        return int(index)
+        if name not in self._indexes:
+            (reply,) = self._ipr.link("get", ifname=name)  # one request, not a dump
+            self._indexes[name] = int(reply["index"])
+        return self._indexes[name]
 
     def apply(self, op: Op) -> None:
         match op:
@@ -109,17 +114,20 @@ class NetlinkKernel:
                     ipip_local=str(link.local),
                     ipip_remote=str(link.remote),
                     ipip_ttl=64,
+                    mtu=link.mtu,
                 )
-                index = self._index(link.name)
-                self._ipr.link("set", index=index, mtu=link.mtu, ifalias=link.alias)
-                if link.up:
-                    self._ipr.link("set", index=index, state="up")
+                self._indexes.pop(link.name, None)
+                # The alias is only taken by a "set" (the kernel ignores IFLA_IFALIAS on creation).
+                self._ipr.link(
+                    "set", index=self._index(link.name), ifalias=link.alias, state="up" if link.up else "down"
+                )
             case SetLink(link):
                 self._ipr.link(
                     "set", index=self._index(link.name), mtu=link.mtu, state="up" if link.up else "down"
                 )
             case DelLink(link):
                 self._ipr.link("del", index=self._index(link.name))
+                self._indexes.pop(link.name, None)
             case AddSa(sa):
                 self._xfrm.add_sa(sa)
             case DelSa(sa):

@@ -10,7 +10,7 @@ direction (sender first) and an *epoch* of that direction. AES-GCM must never se
 again at 1 whenever an SA is added, so an outbound (key, SPI) is installed at most once:
 
 - the sender keeps, per peer, the epoch it may have installed, in a 0600 file written with
-  write/fsync/rename/fsync *before* an SA of that epoch reaches the kernel;
+  write/fsync/rename/fsync (``flush``, once per round) *before* an SA of that epoch reaches the kernel;
 - an outbound SA that is in the kernel with exactly the derived key is kept (its sequence number
   continues); one that is missing (reboot, deleted by hand, expired) is installed only under the
   next epoch, never again under the same one;
@@ -55,6 +55,10 @@ class Keying(Protocol):
         self, vpn_id: int, local: IPv4Address, peer: IPv4Address, reqid: int, actual: Collection[SaSpec]
     ) -> PairSas:
         """The SAs to hold for this pair, given the SAs the kernel holds now."""
+        ...
+
+    def flush(self) -> None:
+        """Make durable whatever ``sas_for`` decided; called before any of its SAs reach the kernel."""
         ...
 
 
@@ -119,6 +123,13 @@ class StaticKeying:
         self._secrets = dict(secrets)
         self._epochs = epochs
         self.window = window
+        self._dirty = False
+
+    def flush(self) -> None:
+        """One write + fsync for all epochs decided since the last flush (before the kernel sees them)."""
+        if self._dirty:
+            self._epochs.save()
+            self._dirty = False
 
     def __repr__(self) -> str:
         return f"StaticKeying(vpns={sorted(self._secrets)}, window={self.window})"  # never the secrets
@@ -140,7 +151,7 @@ class StaticKeying:
             # Missing (or never installed): a fresh epoch, on disk before the kernel sees its key.
             epoch = 0 if epoch is None else epoch + 1
             self._epochs.out[pair] = epoch
-            self._epochs.save()
+            self._dirty = True
             outbound = self._sa(vpn_id, local, peer, epoch, reqid)
 
         seen = self._epochs.seen.get(pair, 0)
@@ -150,6 +161,6 @@ class StaticKeying:
         if used and used[-1] > 0:
             seen += used[-1]
             self._epochs.seen[pair] = seen
-            self._epochs.save()
+            self._dirty = True
             window = [self._sa(vpn_id, peer, local, seen + i, reqid) for i in range(self.window + 1)]
         return PairSas(outbound=outbound, inbound=tuple(window))

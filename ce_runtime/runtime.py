@@ -234,6 +234,7 @@ class Reconciler:
         report = ReconcileReport()
         actual = self.kernel.read()
         desired = desired_state(config, self.keying, actual.sas, self.owner)
+        self.keying.flush()  # new epochs are on disk before any SA of theirs is installed
         vpn_of = {peer: vpn.vpn_id for vpn in config.vpns for peer in vpn.peers}
         ops = plan(desired, actual, self.owner)
         failed_peers: set[IPv4Address] = set()

@@ -40,6 +40,7 @@ def test_missing_outbound_sa_is_never_reinstalled_with_the_same_key(tmp_path: Pa
     path = tmp_path / "epochs.json"
     keying = StaticKeying({7: SECRET}, EpochFile(path))
     first = keying.sas_for(7, A, B, REQID, []).outbound
+    keying.flush()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     # Installed and still there: kept, even by a restarted process (its sequence number continues).
     assert keying.sas_for(7, A, B, REQID, [first]).outbound == first
@@ -47,6 +48,7 @@ def test_missing_outbound_sa_is_never_reinstalled_with_the_same_key(tmp_path: Pa
     assert restarted.sas_for(7, A, B, REQID, [first]).outbound == first
     # Gone (deleted by hand, reboot): a new epoch, in this process and after another restart.
     second = restarted.sas_for(7, A, B, REQID, []).outbound
+    restarted.flush()
     again = StaticKeying({7: SECRET}, EpochFile(path)).sas_for(7, A, B, REQID, []).outbound
     keys = {(sa.key, sa.spi) for sa in (first, second, again)}
     assert len(keys) == 3
@@ -63,6 +65,15 @@ def test_receiver_window_slides_when_a_higher_epoch_carries_traffic(tmp_path: Pa
     assert slid[0] == outs[2]
     assert outs[0] not in slid
     assert len(slid) == 3
+
+
+def test_nothing_is_durable_before_flush(tmp_path: Path) -> None:
+    path = tmp_path / "epochs.json"
+    keying = StaticKeying({7: SECRET}, EpochFile(path))
+    keying.sas_for(7, A, B, REQID, [])
+    assert not path.exists()
+    keying.flush()
+    assert EpochFile(path).out == {"7/192.0.2.2": 0}
 
 
 def test_repr_shows_no_secret(tmp_path: Path) -> None:
