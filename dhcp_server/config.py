@@ -686,6 +686,7 @@ def _server_config(root: Table) -> ServerConfig | None:
     fr = root.table("forcerenew")
     first_retry = fr.get("first_retry", seconds(positive=True), 4.0)
     max_attempts = fr.get("max_attempts", integer(1, 100), 5)
+    holddown = fr.get("holddown", seconds(positive=False), 1.0)
     fr.done()
 
     vo = root.table("vpn_options")
@@ -718,6 +719,7 @@ def _server_config(root: Table) -> ServerConfig | None:
             quarantine=quarantine,
             forcerenew_first_retry=first_retry,
             forcerenew_max_attempts=max_attempts,
+            forcerenew_holddown=holddown,
             peer_ce_code=peer_ce,
             vpn_server_code=vpn_server,
             auth_realm=realm.encode(),

@@ -70,7 +70,11 @@ def test_example_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     }
     assert direct.auth is relayed.auth is AuthPolicy.REQUIRED
     assert server.quarantine.max_messages == 30
-    assert (server.forcerenew_first_retry, server.forcerenew_max_attempts) == (4.0, 5)
+    assert (server.forcerenew_first_retry, server.forcerenew_max_attempts, server.forcerenew_holddown) == (
+        4.0,
+        5,
+        1.0,
+    )
     assert (server.peer_ce_code, server.vpn_server_code) == (224, 225)
     assert config.store.path == Path("/var/lib/ce-autoconf/store.sqlite")
     assert config.listen.interfaces == ("eth1", "eth2")
@@ -265,6 +269,10 @@ SUBNETS = '[[subnets]]\nnetwork = "10.0.0.0/24"\ninterface = "eth0"\n'
         (
             'server_id = "192.0.2.1"\n[forcerenew]\nmax_attempts = 0',
             "forcerenew.max_attempts: must be between 1 and 100, got 0",
+        ),
+        (
+            'server_id = "192.0.2.1"\n[forcerenew]\nholddown = -1',
+            "forcerenew.holddown: must be at least 0, got -1",
         ),
         (
             'server_id = "192.0.2.1"\n[api]\nlisten = "localhost:80"\ntoken_file = "t"',
