@@ -282,6 +282,9 @@ def _initramfs(tree: KernelTree) -> Path:
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(gzip.compress(archive, compresslevel=1))
         tmp.replace(target)
+        for stale in CACHE.glob("initrd-*.gz"):
+            if stale != target:
+                stale.unlink(missing_ok=True)  # built from other inputs; never used again
         return target
 
 
