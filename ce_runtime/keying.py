@@ -21,10 +21,8 @@ again at 1 whenever an SA is added, so an outbound (key, SPI) is installed at mo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ce_runtime.xfrm import SaSpec
+from options.durable import replace_file
 
 __all__ = ["EpochFile", "Keying", "PairSas", "StaticKeying", "derive"]
 
@@ -93,24 +92,7 @@ class EpochFile:
         self.seen = {str(k): int(v) for k, v in raw.get("seen", {}).items()}
 
     def save(self) -> None:
-        directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)  # mkstemp: mode 0600
-        try:
-            try:
-                os.write(fd, json.dumps({"out": self.out, "seen": self.seen}, sort_keys=True).encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, json.dumps({"out": self.out, "seen": self.seen}, sort_keys=True).encode())
 
 
 class StaticKeying:

@@ -9,10 +9,8 @@ writes a small JSON file atomically with mode 0600.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dhcp_client.events import Lease
+from options.durable import replace_file
 
 __all__ = ["ClientState", "FileStateStore", "MemoryStateStore", "StateStore"]
 
@@ -121,22 +120,4 @@ class FileStateStore:
 
     def save(self, state: ClientState) -> None:
         text = json.dumps(state.to_json(), indent=1, sort_keys=True) + "\n"
-        directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)  # mode 0600
-        try:
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, text.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, text.encode("utf-8"))

@@ -12,11 +12,11 @@ from the ceiling, skipping at most one block of unused values but never reusing 
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Final, Protocol
+
+from options.durable import replace_file
 
 __all__ = ["FileCeilingStore", "ReplayCounter", "ntp_timestamp"]
 
@@ -60,24 +60,7 @@ class FileCeilingStore:
         return value
 
     def save(self, ceiling: int) -> None:
-        directory = self.path.parent
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=directory)
-        try:
-            try:
-                os.write(fd, f"{ceiling}\n".encode("ascii"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a full disk must not also fill up with temporary files
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, f"{ceiling}\n".encode("ascii"))
 
 
 class ReplayCounter:
