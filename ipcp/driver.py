@@ -36,13 +36,16 @@ async def run_ppp(
     on_event: Callable[[PppEvent], None],
     *,
     stop: asyncio.Event | None = None,
+    outgoing: asyncio.Queue[bytes] | None = None,
     raw: bool = True,
 ) -> None:
     """Run ``session`` on ``fd`` until LCP finishes or the line goes away.
 
-    ``on_event`` gets every event in order (it must not block). Setting ``stop`` closes the link
+    ``on_event`` gets every event in order (it must not block); it may call
+    ``session.send_datagram`` and what it queues goes out at once. Setting ``stop`` closes the link
     cleanly: LCP Terminate-Request, and the call returns once the peer acknowledged or Max-Terminate
-    ran out. The caller owns ``fd`` and closes it afterwards.
+    ran out. IPv4 datagrams put on ``outgoing`` are sent while IPCP is Opened and dropped otherwise
+    (as a PPP interface without a route drops them). The caller owns ``fd`` and closes it afterwards.
     """
     loop = asyncio.get_running_loop()
     if raw:
@@ -81,6 +84,9 @@ async def run_ppp(
             on_event(event)
             if isinstance(event, LayerFinished) and event.protocol == Protocol.LCP:
                 finished.set()
+        pending.extend(session.data_to_send())  # what on_event queued (datagrams)
+        if pending:
+            write_pending()
         if timer is not None:
             timer.cancel()
             timer = None
@@ -119,8 +125,19 @@ async def run_ppp(
         session.close(loop.time())
         after_step()
 
+    async def watch_outgoing() -> None:
+        assert outgoing is not None
+        while True:
+            datagram = await outgoing.get()
+            session.send_datagram(datagram)
+            after_step()
+
     loop.add_reader(fd, on_readable)
-    stopper = asyncio.ensure_future(watch_stop()) if stop is not None else None
+    helpers = []
+    if stop is not None:
+        helpers.append(asyncio.ensure_future(watch_stop()))
+    if outgoing is not None:
+        helpers.append(asyncio.ensure_future(watch_outgoing()))
     try:
         session.start(loop.time())
         after_step()
@@ -128,10 +145,10 @@ async def run_ppp(
         pending.extend(session.data_to_send())
         write_pending()  # the last Terminate-Ack, best effort
     finally:
-        if stopper is not None:
-            stopper.cancel()
+        for helper in helpers:
+            helper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await stopper
+                await helper
         if timer is not None:
             timer.cancel()
         loop.remove_reader(fd)

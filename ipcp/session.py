@@ -71,8 +71,11 @@ class PppSession:
         self._pump(now)
 
     def close(self, now: float) -> None:
-        """Administrative Close: LCP Terminate-Request; IPCP goes down with LCP."""
-        self.ipcp.close(now)
+        """Administrative Close: LCP Terminate-Request; IPCP goes down with LCP.
+
+        No IPCP Terminate-Request of its own: it would follow LCP's on the line and reach a peer
+        whose LCP is no longer Opened (pppd logs "Discarded non-LCP packet when LCP not open").
+        """
         self.lcp.close(now)
         self._pump(now)
 
@@ -212,7 +215,6 @@ class PppSession:
         if self._echo_outstanding >= self._echo_failures:
             self._events.append(LinkDead(self._echo_outstanding))
             self._echo_deadline = None
-            self.ipcp.close(now)
             self.lcp.close(now)
             return
         self._echo_outstanding += 1
