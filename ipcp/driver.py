@@ -37,6 +37,7 @@ async def run_ppp(
     *,
     stop: asyncio.Event | None = None,
     outgoing: asyncio.Queue[bytes] | None = None,
+    actions: asyncio.Queue[Callable[[PppSession, float], None]] | None = None,
     raw: bool = True,
 ) -> None:
     """Run ``session`` on ``fd`` until LCP finishes or the line goes away.
@@ -45,7 +46,10 @@ async def run_ppp(
     ``session.send_datagram`` and what it queues goes out at once. Setting ``stop`` closes the link
     cleanly: LCP Terminate-Request, and the call returns once the peer acknowledged or Max-Terminate
     ran out. IPv4 datagrams put on ``outgoing`` are sent while IPCP is Opened and dropped otherwise
-    (as a PPP interface without a route drops them). The caller owns ``fd`` and closes it afterwards.
+    (as a PPP interface without a route drops them). Callables put on ``actions`` are called with the
+    session and the loop's time, and what they cause is sent at once -- a NAS pushes new VPN peers with
+    ``actions.put_nowait(lambda s, now: s.renegotiate_ipcp(now))``. The caller owns ``fd`` and closes
+    it afterwards.
     """
     loop = asyncio.get_running_loop()
     if raw:
@@ -132,8 +136,17 @@ async def run_ppp(
             session.send_datagram(datagram)
             after_step()
 
+    async def watch_actions() -> None:
+        assert actions is not None
+        while True:
+            action = await actions.get()
+            action(session, loop.time())
+            after_step()
+
     loop.add_reader(fd, on_readable)
     helpers = []
+    if actions is not None:
+        helpers.append(asyncio.ensure_future(watch_actions()))
     if stop is not None:
         helpers.append(asyncio.ensure_future(watch_stop()))
     if outgoing is not None:

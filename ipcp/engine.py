@@ -87,6 +87,13 @@ class OptionPolicy(Protocol):
     def review(self, options: Sequence[Received]) -> list[Verdict]:
         """One verdict per received option, without changing state (the answer may not be sent)."""
 
+    def nak_additions(self, options: Sequence[Received]) -> tuple[Option, ...]:
+        """Options the peer did not ask for but should (RFC 1661 5.3: a Nak MAY append them).
+
+        Called only when nothing in the request is rejected; a non-empty answer turns an Ack into a
+        Nak. May change state (e.g. "append it once"), since the answer is then sent.
+        """
+
     def peer_acked(self, options: Sequence[Option]) -> None:
         """We sent a Configure-Ack for these peer options: they are now in force."""
 
@@ -104,6 +111,10 @@ class OptionPolicy(Protocol):
 
     def layer_down(self) -> list[PppEvent]:
         """This-Layer-Down: forget what was negotiated."""
+
+    def link_down(self) -> None:
+        """NCPs: LCP went down, so what was learned on this link is void (a renegotiation of the NCP
+        alone keeps it). The session calls it after the NCP's own This-Layer-Down."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,14 +297,19 @@ class ControlProtocol:
             raise AssertionError("the policy must return one verdict per option")
         rejected = [_wire(o) for o, v in zip(received, verdicts, strict=True) if v.kind == VerdictKind.REJECT]
         naks = [(o, v) for o, v in zip(received, verdicts, strict=True) if v.kind == VerdictKind.NAK]
-        if not rejected and naks and self._failure_count >= self.config.max_failure:
+        failed = self._failure_count >= self.config.max_failure
+        # RFC 1661 5.3: "Options which were not included in the Configure-Request, but which are
+        # desired by the receiver [...] MAY be appended" to a Nak -- never to a Reject, never after
+        # Max-Failure (the peer had its chances; an Ack lets the link come up without them).
+        additions = () if rejected or failed else self.policy.nak_additions(received)
+        if not rejected and naks and failed:
             # RFC 1661 4.6 Max-Failure: "Configure-Reject packets are sent instead of Configure-Naks".
             rejected = [_wire(o) for o, _v in naks]
         if rejected:
             self._reply = _RawConfigure(Code.CONFIGURE_REJECT, self._received_id, b"".join(rejected))
             event = Event.RCR_MINUS
-        elif naks:
-            suggestions = tuple(s for _o, v in naks for s in v.suggestions)
+        elif naks or additions:
+            suggestions = tuple(s for _o, v in naks for s in v.suggestions) + additions
             self._reply = ConfigureNak(self._received_id, suggestions)
             event = Event.RCR_MINUS
         else:

@@ -80,12 +80,16 @@ class DnsLearned(PppEvent):
 
 @dataclass(frozen=True, slots=True)
 class VpnPeersChanged(PppEvent):
-    """CE: the peers of one VPN changed; ``peers`` is the full new set (empty when the VPN is gone)."""
+    """CE: the peers of one VPN changed; ``peers`` is the full new set (empty when the VPN is gone).
+
+    ``member`` is False when the CE left the VPN, True for a VPN it is in (even with no peers yet).
+    """
 
     vpn_id: int
     added: frozenset[IPv4Address]
     removed: frozenset[IPv4Address]
     peers: frozenset[IPv4Address]
+    member: bool = True
 
 
 @dataclass(frozen=True, slots=True)

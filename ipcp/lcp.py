@@ -110,6 +110,12 @@ class LcpPolicy:
     def review(self, options: Sequence[Received]) -> list[Verdict]:
         return [self._review_one(o) for o in options]
 
+    def nak_additions(self, options: Sequence[Received]) -> tuple[Option, ...]:
+        return ()
+
+    def link_down(self) -> None:
+        pass
+
     def _review_one(self, option: Received) -> Verdict:
         if isinstance(option, MaximumReceiveUnit):
             if option.mru < MIN_MRU:

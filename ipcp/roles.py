@@ -68,6 +68,8 @@ class CeIpcpPolicy:
         self._vpn_type = vpn_option_type
         self._address = address
         self._want_address = True
+        self._address_type = IpAddress.TYPE  # falls back to IpAddresses.TYPE if the NAS rejects it
+        self._nas_hint = _UNSPECIFIED  # the NAS's address from a Nak of IP-Addresses (type 1)
         self._dns: list[IPv4Address | None] = [_UNSPECIFIED, _UNSPECIFIED] if request_dns else [None, None]
         self._vpn: tuple[VpnIpAddresses, ...] | None = (
             (VpnIpAddresses(VPN_ID_NONE, option_type=vpn_option_type),) if request_vpn else None
@@ -88,8 +90,10 @@ class CeIpcpPolicy:
 
     def request_options(self) -> tuple[Option, ...]:
         options: list[Option] = []
-        if self._want_address:
+        if self._want_address and self._address_type == IpAddress.TYPE:
             options.append(IpAddress(self._address))
+        elif self._want_address:
+            options.append(IpAddresses(self._address, self._nas_hint))
         if self._dns[0] is not None:
             options.append(PrimaryDns(self._dns[0]))
         if self._dns[1] is not None:
@@ -113,6 +117,9 @@ class CeIpcpPolicy:
             verdicts.append(ACK if nas_address != _UNSPECIFIED else REJECT)
         return verdicts
 
+    def nak_additions(self, options: Sequence[Received]) -> tuple[Option, ...]:
+        return ()  # the NAS need not tell us its address
+
     def peer_acked(self, options: Sequence[Option]) -> None:
         for option in options:
             if isinstance(option, IpAddress):
@@ -130,6 +137,8 @@ class CeIpcpPolicy:
         for option in options:
             if isinstance(option, IpAddress) and option.address != _UNSPECIFIED:
                 self._address = option.address
+            elif isinstance(option, IpAddresses) and option.source != _UNSPECIFIED:
+                self._address, self._nas_hint = option.source, option.destination
             elif isinstance(option, PrimaryDns) and self._dns[0] is not None:
                 self._dns[0] = option.address
             elif isinstance(option, SecondaryDns) and self._dns[1] is not None:
@@ -141,7 +150,10 @@ class CeIpcpPolicy:
 
     def our_rejected(self, options: Sequence[RawOption]) -> None:
         for raw in options:
-            if raw.option_type == IpAddress.TYPE:
+            if raw.option_type == IpAddress.TYPE and self._address_type == IpAddress.TYPE:
+                # A NAS from before RFC 1332 knows only IP-Addresses (RFC 1172): ask that way.
+                self._address_type = IpAddresses.TYPE
+            elif raw.option_type in (IpAddress.TYPE, IpAddresses.TYPE):
                 self._want_address = False
             elif raw.option_type == PrimaryDns.TYPE:
                 self._dns[0] = None
@@ -153,17 +165,22 @@ class CeIpcpPolicy:
     def layer_up(self) -> list[PppEvent]:
         events: list[PppEvent] = []
         acked = self._acked
-        address = next((o.address for o in acked if isinstance(o, IpAddress)), None)
-        if address is None and self._address != _UNSPECIFIED:
-            address = self._address  # given by the NAS's IP-Addresses (type 1) request
-        if address is not None and (address, self._peer_address) != (self.address, self.peer_address):
-            self.address, self.peer_address = address, self._peer_address
-            events.append(AddressLearned(address, self._peer_address))
         primary = next((o.address for o in acked if isinstance(o, PrimaryDns)), None)
         secondary = next((o.address for o in acked if isinstance(o, SecondaryDns)), None)
         if (primary, secondary) != self.dns:
             self.dns = (primary, secondary)
             events.append(DnsLearned(primary, secondary))
+        address = next((o.address for o in acked if isinstance(o, IpAddress)), None)
+        pair = next((o for o in acked if isinstance(o, IpAddresses)), None)
+        if pair is not None:
+            address = pair.source
+            if self._peer_address is None and pair.destination != _UNSPECIFIED:
+                self._peer_address = pair.destination
+        if address is None and self._address != _UNSPECIFIED:
+            address = self._address  # given by the NAS's IP-Addresses (type 1) request
+        if address is not None and (address, self._peer_address) != (self.address, self.peer_address):
+            self.address, self.peer_address = address, self._peer_address
+            events.append(AddressLearned(address, self._peer_address))
         if self._vpn is None:
             if not self._vpn_rejected_reported:
                 self._vpn_rejected_reported = True
@@ -174,7 +191,7 @@ class CeIpcpPolicy:
         for vpn_id in sorted(set(vpns) | set(self.vpns)):
             old, new = self.vpns.get(vpn_id, frozenset()), vpns.get(vpn_id, frozenset())
             if old != new or (vpn_id in vpns) != (vpn_id in self.vpns):
-                changes.append(VpnPeersChanged(vpn_id, new - old, old - new, new))
+                changes.append(VpnPeersChanged(vpn_id, new - old, old - new, new, vpn_id in vpns))
         if changes or not self._vpn_reported:
             self._vpn_reported = True
             self.vpns = vpns
@@ -184,6 +201,13 @@ class CeIpcpPolicy:
 
     def layer_down(self) -> list[PppEvent]:
         return []  # keep what was learned: renegotiation reports differences, not a flap
+
+    def link_down(self) -> None:
+        """The link is gone: the next IPCP opening reports everything again, as new."""
+        self.address = self.peer_address = None
+        self.dns = (None, None)
+        self.vpns = {}
+        self._vpn_reported = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +232,7 @@ class NasIpcpPolicy:
         self.config = config
         self._registry = ipcp_registry(config.vpn_option_type if config.vpn_peers is not None else None)
         self._given_vpns: tuple[tuple[int, frozenset[IPv4Address]], ...] = ()
+        self._address_appended = False
 
     @property
     def registry(self) -> OptionRegistry:
@@ -254,6 +279,13 @@ class NasIpcpPolicy:
                 verdicts.append(REJECT)  # VJ compression, NBNS, unknown, malformed
         return verdicts
 
+    def nak_additions(self, options: Sequence[Received]) -> tuple[Option, ...]:
+        """A CE that did not ask for an address is told it once, appended to a Nak (as pppd does)."""
+        if self._address_appended or any(isinstance(o, IpAddress | IpAddresses) for o in options):
+            return ()
+        self._address_appended = True
+        return (IpAddress(self.config.peer_address),)
+
     def peer_acked(self, options: Sequence[Option]) -> None:
         vpn = [o for o in options if isinstance(o, VpnIpAddresses)]
         self._given_vpns = _vpn_tuple(apply_vpn_options(vpn))
@@ -271,4 +303,8 @@ class NasIpcpPolicy:
         return [PeerConfigured(self.config.peer_address, self._given_vpns)]
 
     def layer_down(self) -> list[PppEvent]:
+        self._address_appended = False  # a renegotiation may append it again
         return []
+
+    def link_down(self) -> None:
+        pass

@@ -207,6 +207,7 @@ class PppSession:
             self._deframer.receive_accm = ACCM_ALL
             self._echo_deadline = None
             self.ipcp.down(now)
+            self.ipcp.policy.link_down()
         elif isinstance(event, LayerFinished):
             self._echo_deadline = None
 

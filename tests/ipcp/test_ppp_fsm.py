@@ -123,6 +123,12 @@ class StubPolicy:
             )
         return out
 
+    def nak_additions(self, options: Sequence[Received]) -> tuple[Option, ...]:
+        return ()
+
+    def link_down(self) -> None:
+        pass
+
     def peer_acked(self, options: Sequence[Option]) -> None:
         pass
 

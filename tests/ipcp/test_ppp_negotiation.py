@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ipcp.engine import ACK, NegotiationConfig
+from ipcp.engine import ACK, REJECT, ControlProtocol, NegotiationConfig, Received, Verdict
 from ipcp.events import (
     AddressLearned,
     DnsLearned,
@@ -30,8 +30,16 @@ from ipcp.frame import Frame, Protocol, decode_frame, encode_frame
 from ipcp.fsm import State
 from ipcp.hdlc import HdlcDeframer, encode_hdlc
 from ipcp.lcp_options import LCP_OPTIONS
-from ipcp.packet import ProtocolReject, decode_packet
+from ipcp.packet import (
+    NCP_CODES,
+    ConfigureAck,
+    ConfigureNak,
+    ConfigureRequest,
+    ProtocolReject,
+    decode_packet,
+)
 from ipcp.rfc1332 import IpAddress, IpAddresses, IpCompressionProtocol
+from ipcp.rfc1877 import PrimaryDns
 from ipcp.roles import CeIpcpPolicy, NasConfig, NasIpcpPolicy
 from ipcp.session import PppSession
 from ipcp.vpn_option import VpnIpAddresses
@@ -210,7 +218,7 @@ def test_nas_pushes_changed_vpn_peers_by_renegotiating_ipcp() -> None:
     assert (wire.ce.ipcp.state, wire.nas.ipcp.state) == (State.OPENED, State.OPENED)
     assert of_type(wire.ce_events, VpnPeersChanged) == [
         VpnPeersChanged(7, frozenset({A("10.9.0.3")}), frozenset({A("10.9.0.1")}), frozenset(peers[7])),
-        VpnPeersChanged(12, frozenset(), frozenset({A("10.12.0.1")}), frozenset()),
+        VpnPeersChanged(12, frozenset(), frozenset({A("10.12.0.1")}), frozenset(), member=False),
     ]
     assert of_type(wire.ce_events, AddressLearned) == []  # unchanged, so not reported again
     assert wire.ce.lcp.state == State.OPENED
@@ -315,3 +323,45 @@ def test_whole_reads_with_several_frames_keep_every_fcs_good() -> None:
         ce.receive_data(nas.data_to_send(), 0)  # CE gets NAS's request and Ack in one read
     assert (ce.ipcp.state, nas.ipcp.state) == (State.OPENED, State.OPENED)
     assert ce._deframer.counters.bad_fcs == nas._deframer.counters.bad_fcs == 0
+
+
+def test_nas_appends_the_address_once_when_the_ce_never_asked() -> None:
+    """RFC 1661 5.3 (and pppd): a request without IP-Address gets a Nak carrying one, once."""
+    nas = ControlProtocol(
+        Protocol.IPCP, NasIpcpPolicy(NasConfig(NAS_ADDRESS, CE_ADDRESS, DNS1, DNS2)), codes=NCP_CODES
+    )
+    nas.open(0)
+    nas.up(0)
+    nas.take_packets()
+
+    def answer(request: ConfigureRequest) -> list[bytes]:
+        nas.receive(request.encode(), 0)
+        return [p.encode() for p in nas.take_packets()]
+
+    nak = ConfigureNak(1, (IpAddress(CE_ADDRESS),))
+    assert answer(ConfigureRequest(1, (PrimaryDns(DNS1),))) == [nak.encode()]
+    # appended once only: the same request is now Acked, a wrong DNS Nak'd without the address
+    assert answer(ConfigureRequest(2, (PrimaryDns(DNS1),))) == [ConfigureAck(2, (PrimaryDns(DNS1),)).encode()]
+    assert answer(ConfigureRequest(3, (PrimaryDns(DNS2),))) == [ConfigureNak(3, (PrimaryDns(DNS1),)).encode()]
+
+
+class OldNas(NasIpcpPolicy):
+    """A NAS from before RFC 1332: it knows IP-Addresses (1) but rejects IP-Address (3)."""
+
+    def review(self, options: Sequence[Received]) -> list[Verdict]:
+        verdicts = super().review(options)
+        return [REJECT if isinstance(o, IpAddress) else v for o, v in zip(options, verdicts, strict=True)]
+
+
+def test_ce_falls_back_to_ip_addresses_when_the_nas_rejects_ip_address() -> None:
+    rng = random.Random(5)
+    ce = PppSession(CeIpcpPolicy(), random32=lambda: rng.getrandbits(32))
+    nas = PppSession(
+        OldNas(NasConfig(NAS_ADDRESS, CE_ADDRESS, DNS1, DNS2, vpn_peers=lambda _ce: PEERS)),
+        random32=lambda: rng.getrandbits(32),
+    )
+    wire = opened(Wire(ce, nas))
+    assert (ce.ipcp.state, nas.ipcp.state) == (State.OPENED, State.OPENED)
+    assert of_type(wire.ce_events, AddressLearned) == [AddressLearned(CE_ADDRESS, NAS_ADDRESS)]
+    assert of_type(wire.ce_events, VpnPeersLearned) == [expected_vpns()]
+    assert of_type(wire.nas_events, PeerConfigured)

@@ -7,6 +7,7 @@ import asyncio
 import os
 import random
 import termios
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 from ipcp.driver import make_raw, run_ppp
@@ -19,6 +20,7 @@ from ipcp.events import (
     LayerUp,
     PeerConfigured,
     PppEvent,
+    VpnPeersChanged,
     VpnPeersLearned,
 )
 from ipcp.frame import Protocol
@@ -87,3 +89,46 @@ async def _ce_and_nas() -> None:
     assert nas.finished
     assert ce.counters.malformed_frames == nas.counters.malformed_frames == 0
     assert ce._deframer.counters.bad_fcs == nas._deframer.counters.bad_fcs == 0
+
+
+def test_peer_added_later_reaches_the_ce_over_a_pty() -> None:
+    asyncio.run(asyncio.wait_for(_renegotiation(), timeout=20))
+
+
+async def _renegotiation() -> None:
+    """The NAS renegotiates IPCP when its VPN database changes; the CE reports exactly the new peer."""
+    rng = random.Random(4)
+    peers = {7: [A("10.9.0.1"), A("10.9.0.2")]}
+    ce = PppSession(CeIpcpPolicy(), random32=lambda: rng.getrandbits(32), negotiation=FAST)
+    nas_config = NasConfig(A("100.64.0.1"), A("100.64.0.2"), A("192.0.2.53"), None, lambda _: peers)
+    nas = PppSession(NasIpcpPolicy(nas_config), random32=lambda: rng.getrandbits(32), negotiation=FAST)
+    ce_events: list[PppEvent] = []
+    stop = asyncio.Event()
+    actions: asyncio.Queue[Callable[[PppSession, float], None]] = asyncio.Queue()
+
+    def on_ce(event: PppEvent) -> None:
+        ce_events.append(event)
+        if isinstance(event, VpnPeersLearned) and len(event.as_dict()[7]) == 2:
+            peers[7] = [*peers[7], A("10.9.0.3")]  # a CE joins VPN 7 at the NAS
+            actions.put_nowait(lambda session, now: session.renegotiate_ipcp(now))
+        elif isinstance(event, VpnPeersLearned):
+            stop.set()
+
+    master, slave = os.openpty()
+    try:
+        await asyncio.gather(
+            run_ppp(ce, master, on_ce, stop=stop),
+            run_ppp(nas, slave, lambda _e: None, actions=actions),
+        )
+    finally:
+        os.close(master)
+        os.close(slave)
+    changed = [e for e in ce_events if isinstance(e, VpnPeersChanged)]
+    assert changed[-1] == VpnPeersChanged(
+        7, frozenset({A("10.9.0.3")}), frozenset(), frozenset(A(f"10.9.0.{i}") for i in (1, 2, 3))
+    )
+    assert [e for e in ce_events if isinstance(e, AddressLearned)] == [
+        AddressLearned(A("100.64.0.2"), A("100.64.0.1"))
+    ]  # reported once: the renegotiation changed only the peers
+    assert ce.finished
+    assert nas.finished
