@@ -98,7 +98,8 @@ class NetlinkKernel:
             routes=frozenset(routes),
         )
 
-    def _index(self, name: str) -> int:
+    def index(self, name: str) -> int:
+        """The interface index of link ``name`` (from the last dump, else one request)."""
         if name not in self._indexes:
             (reply,) = self._ipr.link("get", ifname=name)  # one request, not a dump
             self._indexes[name] = int(reply["index"])
@@ -119,14 +120,14 @@ class NetlinkKernel:
                 self._indexes.pop(link.name, None)
                 # The alias is only taken by a "set" (the kernel ignores IFLA_IFALIAS on creation).
                 self._ipr.link(
-                    "set", index=self._index(link.name), ifalias=link.alias, state="up" if link.up else "down"
+                    "set", index=self.index(link.name), ifalias=link.alias, state="up" if link.up else "down"
                 )
             case SetLink(link):
                 self._ipr.link(
-                    "set", index=self._index(link.name), mtu=link.mtu, state="up" if link.up else "down"
+                    "set", index=self.index(link.name), mtu=link.mtu, state="up" if link.up else "down"
                 )
             case DelLink(link):
-                self._ipr.link("del", index=self._index(link.name))
+                self._ipr.link("del", index=self.index(link.name))
                 self._indexes.pop(link.name, None)
             case AddSa(sa):
                 self._xfrm.add_sa(sa)
@@ -140,7 +141,7 @@ class NetlinkKernel:
                 self._ipr.route(
                     "add" if isinstance(op, AddRoute) else "del",
                     dst=str(route.dst),
-                    oif=self._index(route.link),
+                    oif=self.index(route.link),
                     table=route.table,
                     proto=RTPROT_CE,
                     scope=RT_SCOPE_LINK,

@@ -189,6 +189,7 @@ class ReconcileReport:
     failed: list[tuple[Op, str]] = field(default_factory=list)
     deferred: list[IPv4Address] = field(default_factory=list)  # peers waiting for their backoff
     alarms: list[IPv4Address] = field(default_factory=list)
+    actual: KernelState = field(default_factory=KernelState)  # as dumped at the start of the round
 
 
 def _peer_of(op: Op, peers: Collection[IPv4Address]) -> IPv4Address | None:
@@ -231,8 +232,8 @@ class Reconciler:
 
     def reconcile(self, config: RuntimeConfig, now: float) -> ReconcileReport:
         self.counters["reconciles"] += 1
-        report = ReconcileReport()
         actual = self.kernel.read()
+        report = ReconcileReport(actual=actual)
         desired = desired_state(config, self.keying, actual.sas, self.owner)
         self.keying.flush()  # new epochs are on disk before any SA of theirs is installed
         vpn_of = {peer: vpn.vpn_id for vpn in config.vpns for peer in vpn.peers}

@@ -14,7 +14,7 @@ import random
 import signal
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from dhcp_client.driver import ClientDriver, open_client_socket
 from dhcp_client.events import ClientEvent, event_to_json
@@ -22,6 +22,9 @@ from dhcp_client.iface import InterfaceConfigurator
 from dhcp_client.machine import ClientMachine
 from dhcp_client.persistence import ClientState, FileStateStore
 from dhcp_client.settings import ClientSettings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from ce_runtime.node import NodeSettings
 
 __all__ = ["UsageError", "add_arguments", "register", "run"]
 
@@ -46,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config", type=Path, metavar="FILE", help="TOML configuration (examples/client.toml)"
     )
     parser.add_argument("--release", action="store_true", help="send DHCPRELEASE when stopping")
+    parser.add_argument(
+        "--runtime",
+        type=Path,
+        metavar="FILE",
+        help="also run the tunnel runtime on the client's events (examples/runtime.toml, docs/runtime.md)",
+    )
     sub = parser.add_subparsers(dest="client_command", metavar="status")
     status = sub.add_parser("status", help="print the remembered lease and VPN peers")
     status.add_argument("--state", type=Path, required=True, metavar="FILE", help="the client's state file")
@@ -61,7 +70,15 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryI
         settings = load_settings(args.config)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
-    return asyncio.run(serve(settings, stdout, release=args.release))
+    runtime = None
+    if args.runtime is not None:
+        from ce_runtime.node import NodeError, load_node_settings  # noqa: PLC0415 - optional part
+
+        try:
+            runtime = load_node_settings(args.runtime)
+        except NodeError as exc:
+            raise UsageError(str(exc)) from None
+    return asyncio.run(serve(settings, stdout, release=args.release, runtime=runtime))
 
 
 def status(path: Path, stdout: TextIO, *, as_json: bool) -> int:
@@ -107,8 +124,11 @@ def _status_text(state: ClientState, now: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def serve(settings: ClientSettings, stdout: TextIO, *, release: bool = False) -> int:
-    """Run the client until SIGINT/SIGTERM; events as JSON lines."""
+async def serve(
+    settings: ClientSettings, stdout: TextIO, *, release: bool = False, runtime: NodeSettings | None = None
+) -> int:
+    """Run the client until SIGINT/SIGTERM; events as JSON lines. With ``runtime``, the tunnel
+    runtime (:mod:`ce_runtime.node`) runs alongside on the same events and logs its own."""
     machine = ClientMachine(settings.client, FileStateStore(settings.state_file), random.SystemRandom())
     configurator = (
         InterfaceConfigurator(settings.interface, default_route=settings.default_route)
@@ -116,23 +136,40 @@ async def serve(settings: ClientSettings, stdout: TextIO, *, release: bool = Fal
         else None
     )
 
+    def emit(record: dict[str, Any]) -> None:
+        stdout.write(
+            json.dumps({"time": round(time.time(), 3), "interface": settings.interface, **record}) + "\n"
+        )
+        stdout.flush()
+
+    node = None
+    if runtime is not None:
+        from ce_runtime.node import build_node  # noqa: PLC0415 - netlink only with --runtime
+
+        node = build_node(runtime, emit)
+
     def on_event(event: ClientEvent) -> None:
         if configurator is not None:
             configurator(event)
-        line = {"time": round(time.time(), 3), "interface": settings.interface, **event_to_json(event)}
-        stdout.write(json.dumps(line) + "\n")
-        stdout.flush()
+        emit(event_to_json(event))
+        if node is not None:
+            node.on_event(event)
 
     driver = ClientDriver(machine, open_client_socket(settings.interface), on_event)
     loop = asyncio.get_running_loop()
     stop = driver.release if release else driver.stop
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop)
+    node_task = None if node is None else asyncio.create_task(node.run())
     try:
         await driver.run()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+        if node is not None and node_task is not None:
+            node.stop()
+            await node_task
+            node.close()
     counters = dict(sorted(machine.counters.items()))
     stdout.write(json.dumps({"time": round(time.time(), 3), "event": "Stopped", "counters": counters}) + "\n")
     return 0
