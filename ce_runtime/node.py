@@ -32,7 +32,7 @@ import struct
 import threading
 import time
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
@@ -51,7 +51,7 @@ from ce_runtime.runtime import (
     VpnConfig,
     link_name,
 )
-from dhcp_client.events import ClientEvent, LeaseBound, LeaseLost, LeaseRenewed, VpnPeersChanged
+from dhcp_client.events import ClientEvent, Lease, LeaseBound, LeaseLost, LeaseRenewed, VpnPeersChanged
 
 __all__ = [
     "HELLO_PORT",
@@ -216,6 +216,12 @@ class NodeState:
                 return before != self.peers.get(vpn_id)
             case _:
                 return False
+
+    def seed(self, lease: Lease | None, peers: Mapping[int, frozenset[IPv4Address]], wall: float) -> None:
+        """Start from what the client remembers (its state file), so that a restart desires at once
+        what it desired before: nothing torn down while the client re-binds and re-asks."""
+        self.local = lease.address if lease is not None and lease.expires_at > wall else None
+        self.peers = {vpn_id: p for vpn_id, p in peers.items() if p}
 
     def config(self, settings: NodeSettings) -> RuntimeConfig | None:
         """The runtime's input, or None when there is no address (then nothing is desired)."""
@@ -384,6 +390,11 @@ class TunnelNode:
         if vpn_id is not None and vpn_id not in self.settings.vpns and vpn_id not in self._warned:
             self._warned.add(vpn_id)
             log.warning("ce_runtime: VPN %d has no secret_file in the runtime configuration", vpn_id)
+
+    def seed(self, lease: Lease | None, peers: Mapping[int, frozenset[IPv4Address]]) -> None:
+        """The client's remembered lease and peers (before its first event); see :meth:`NodeState.seed`."""
+        self.state.seed(lease, peers, time.time())
+        self._dirty = True
 
     def stop(self) -> None:
         self._stopping = True

@@ -147,6 +147,8 @@ async def serve(
         from ce_runtime.node import build_node  # noqa: PLC0415 - netlink only with --runtime
 
         node = build_node(runtime, emit)
+        remembered = FileStateStore(settings.state_file).load()  # the machine loads it too
+        node.seed(remembered.lease if remembered else None, remembered.peers if remembered else {})
 
     def on_event(event: ClientEvent) -> None:
         if configurator is not None:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,37 @@ def test_stopping_keeps_tunnels_and_a_restart_changes_nothing(tmp_path: Path) ->
     again.close()
     assert again.last_report is not None and again.last_report.applied == []
     assert kernel.state == built
+
+
+def test_a_restart_seeded_from_the_client_state_tears_nothing_down_before_the_inform(tmp_path: Path) -> None:
+    node, kernel, _, _, _ = _node(tmp_path)
+
+    async def until_idle(n: TunnelNode, *events: Any) -> None:
+        task = asyncio.create_task(n.run())
+        for event in events:
+            n.on_event(event)
+        await asyncio.sleep(0.3)
+        n.stop()
+        await task
+
+    asyncio.run(until_idle(node, LeaseBound(_lease(L)), _peers(100, P, Q)))
+    node.close()
+    built = kernel.state
+    keying = StaticKeying({100: bytes(32)}, EpochFile(tmp_path / "epochs.json"))
+    again = TunnelNode(node.settings, lambda: kernel, keying, Hooks(), clock=Clock())
+    lease = Lease(L, SRV, time.time() - 10, 600, 300, 525)
+    again.seed(lease, {100: frozenset({P, Q})})
+    asyncio.run(until_idle(again))  # no event at all: the remembered state is the desired state
+    again.close()
+    assert again.counters["rounds"] == 1
+    assert again.last_report is not None and again.last_report.applied == []
+    assert kernel.state == built
+    # An expired remembered lease is no address: everything goes.
+    gone = TunnelNode(node.settings, lambda: kernel, keying, Hooks(), clock=Clock())
+    gone.seed(Lease(L, SRV, time.time() - 700, 600, 300, 525), {100: frozenset({P, Q})})
+    asyncio.run(until_idle(gone))
+    gone.close()
+    assert kernel.state == KernelState()
 
 
 def test_release_on_the_way_out_tears_down_before_stopping(tmp_path: Path) -> None:
