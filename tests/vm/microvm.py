@@ -203,6 +203,10 @@ ln -sf pts/ptmx $R/dev/ptmx 2>/dev/null
 mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 mkdir -p $R/var/tmp $R/var/run $R/var/lock $R/run/netns
 chmod 1777 $R/var/tmp
+# The checkout has its own share, mounted at its own path after the tmpfs mounts: a
+# clone under /tmp, /run or /var (CI's may be) would otherwise be hidden by them.
+mkdir -p "$R@REPO@" 2>/dev/null
+mount -t 9p -o $P9,ro,cache=loose repo "$R@REPO@" || { echo "init: no repo share"; poweroff -f; }
 mount -t 9p -o $P9 work "$R$WORK" || { echo "init: no work share"; poweroff -f; }
 echo /modprobe-wrapper > /proc/sys/kernel/modprobe
 for m in $(cat /preload); do /modprobe-wrapper -q "$m" || echo "init: modprobe $m failed"; done
@@ -331,6 +335,7 @@ def run_in_vm(
             "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
             "-kernel", str(tree.vmlinuz), "-initrd", str(initrd),
             "-virtfs", f"local,path=/,mount_tag=hostroot,{share},readonly=on",
+            "-virtfs", f"local,path={REPO},mount_tag=repo,{share},readonly=on",
             "-virtfs", f"local,path={work},mount_tag=work,{share}",
             "-append", f"console=ttyS0 quiet panic=-1 rdinit=/init cework={work}",
         ]  # fmt: skip
