@@ -7,12 +7,15 @@ policy decides only what happens to clients that do not authenticate.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from dhcp_server.directory import Directory
 from dhcp_server.model import AuthPolicy, CeRecord, ClientKey
 from options import DhcpMessage, MessageType
 from options.rfc3118 import (
+    MAC_SIZE,
     RDM_MONOTONIC,
     AuthAlgorithm,
     Authentication,
@@ -22,6 +25,9 @@ from options.rfc3118 import (
 )
 
 __all__ = ["AuthVerdict", "Credentials", "check_request", "sign_reply"]
+
+_AUTH_HEAD: Final = struct.Struct("!BBBQ")
+_ZERO_MAC: Final = bytes(MAC_SIZE)
 
 #: Messages that may ask for authentication without proving anything yet (RFC 3118 5.3:
 #: the client "requests authentication" in DHCPDISCOVER; dhcpcd does the same in INFORM).
@@ -43,6 +49,15 @@ class Credentials:
         if auth.protocol != self.protocol:  # a protocol 2 client with an empty realm
             return Authentication(self.protocol, auth.algorithm, auth.rdm, replay_detection, auth.information)
         return auth
+
+    def payload(self, replay_detection: int) -> bytes:
+        """The encoded :meth:`option`, built straight from its fields (every reply carries one)."""
+        return (
+            _AUTH_HEAD.pack(self.protocol, AuthAlgorithm.HMAC_MD5, RDM_MONOTONIC, replay_detection)
+            + self.realm
+            + self.secret_id.to_bytes(4, "big")
+            + _ZERO_MAC
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,6 @@ from dhcp_server.model import (
 from dhcp_server.quarantine import Admission, Quarantine
 from dhcp_server.store import Snapshot
 from options import (
-    BOOTREPLY,
     BOOTREQUEST,
     DecodeError,
     DhcpMessage,
@@ -85,9 +84,12 @@ SERVER_PORT = 67
 _OFFER_SWEEP = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """Everything the server reads from a client message, read before anything changes."""
+class _Request(NamedTuple):
+    """Everything the server reads from a client message, read before anything changes.
+
+    A NamedTuple: built once per message, and a tuple is several times cheaper to build
+    than a frozen dataclass.
+    """
 
     msg: DhcpMessage
     type: MessageType
@@ -397,7 +399,7 @@ class ServerEngine:
         )
         credentials = verdict.sign_with
         if credentials is not None:
-            options = options.with_value(AUTHENTICATION, credentials.option(self._next_replay(now, out)))
+            options = options.with_payload(90, credentials.payload(self._next_replay(now, out)))
         self.counters["sent:DHCPNAK"] += 1
         self._send(
             request, options, _ZERO, received=received, out=out, credentials=credentials, broadcast_nak=True
@@ -525,7 +527,7 @@ class ServerEngine:
     ) -> None:
         credentials = verdict.sign_with
         if credentials is not None:
-            options = options.with_value(AUTHENTICATION, credentials.option(self._next_replay(now, out)))
+            options = options.with_payload(90, credentials.payload(self._next_replay(now, out)))
         elif nonce is not None:
             options = options.with_value(
                 AUTHENTICATION, reconfigure_nonce(self._next_replay(now, out), nonce)
@@ -548,19 +550,14 @@ class ServerEngine:
         msg = request.msg
         relayed = request.giaddr != _ZERO
         flags = msg.flags | (FLAG_BROADCAST if broadcast_nak and relayed else 0)
-        reply = DhcpMessage(
-            op=BOOTREPLY,
-            xid=msg.xid,
-            htype=msg.htype,
-            hlen=msg.hlen,
-            flags=flags,
+        reply = DhcpMessage.reply_to(
+            msg,
+            options,
+            yiaddr=yiaddr,
             ciaddr=request.ciaddr
             if request.type is not MessageType.DHCPDISCOVER and not broadcast_nak
             else _ZERO,
-            yiaddr=yiaddr,
-            giaddr=request.giaddr,
-            chaddr=msg.chaddr,
-            options=options,
+            flags=flags,
         )
         try:
             payload = encode_message(reply, max_payload=request.max_payload)

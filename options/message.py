@@ -137,6 +137,14 @@ class Options(Mapping[int, bytes]):
         items[spec.code] = spec.encode(value)
         return Options._trusted(items)
 
+    def with_payload(self, code: int, payload: bytes) -> Options:
+        """A copy with option ``code`` set to an already encoded payload."""
+        if not 1 <= code <= 254:
+            raise ValueError(f"option code {code} is outside 1..254")
+        items = dict(self._items)
+        items[code] = bytes(payload)
+        return Options._trusted(items)
+
     def without(self, *codes: int) -> Options:
         return Options._trusted({c: p for c, p in self._items.items() if c not in codes})
 
@@ -223,6 +231,31 @@ class DhcpMessage:
         _set(self, "_header", header)
         _set(self, "options", options)
         _set(self, "wire", bytes(wire))
+
+    @classmethod
+    def reply_to(
+        cls,
+        request: DhcpMessage,
+        options: Options,
+        *,
+        yiaddr: IPv4Address = _ZERO,
+        ciaddr: IPv4Address = _ZERO,
+        flags: int | None = None,
+    ) -> DhcpMessage:
+        """A BOOTREPLY to ``request``: ``xid``, ``htype``, ``hlen``, ``flags``, ``giaddr``
+        and ``chaddr`` copied as RFC 2131 table 3 says, ``hops``, ``secs``, ``siaddr``,
+        ``sname`` and ``file`` zero. Built from the request's validated header, unchecked:
+        a server builds one per message.
+        """
+        h = request._header
+        msg: DhcpMessage = _new_message(cls)
+        _set(msg, "_header", (
+            2, h[1], h[2], 0, h[4], 0, h[6] if flags is None else flags,
+            int(ciaddr), int(yiaddr), 0, h[10], h[11], _EMPTY_SNAME, _EMPTY_FILE, MAGIC_COOKIE,
+        ))  # fmt: skip
+        _set(msg, "options", options)
+        _set(msg, "wire", b"")
+        return msg
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"DhcpMessage is immutable; use replace({name}=...)")

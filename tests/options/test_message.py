@@ -372,3 +372,18 @@ def test_configuration_token_is_checked_in_constant_time_and_only_for_protocol_0
     )
     assert not verify_token(delayed, b"shared-token").valid
     assert not verify_token(bytes(300), b"x").valid
+
+
+def test_reply_to_copies_the_fields_rfc2131_table_3_says() -> None:
+    request = DhcpMessage(
+        op=1, xid=0xABCD, htype=1, hlen=6, hops=2, secs=9, flags=0x8000,
+        ciaddr=IPv4Address("10.0.0.9"), giaddr=IPv4Address("10.0.0.1"), chaddr=bytes.fromhex("020000000001"),
+        sname=b"host", file=b"boot",
+    )  # fmt: skip
+    reply = DhcpMessage.reply_to(request, Options(), yiaddr=IPv4Address("10.0.0.20"))
+    expected = DhcpMessage(
+        op=2, xid=0xABCD, htype=1, hlen=6, flags=0x8000, yiaddr=IPv4Address("10.0.0.20"),
+        giaddr=IPv4Address("10.0.0.1"), chaddr=bytes.fromhex("020000000001"),
+    )  # fmt: skip
+    assert reply == expected
+    assert decode_message(encode_message(reply)) == expected

@@ -9,6 +9,7 @@ import pytest
 from engine_helpers import NETWORK, SERVER_ID, Client, Harness, config
 
 from dhcp_server.actions import LeaseWrite, ReplayWrite
+from dhcp_server.auth import Credentials
 from dhcp_server.engine import ServerEngine
 from dhcp_server.model import AuthPolicy, CeRecord, QuarantinePolicy, VpnRecord
 from options import DhcpMessage, MessageType, Options, decode_message, encode_message, rfc3118
@@ -273,3 +274,9 @@ def test_a_nak_to_an_authenticated_client_is_signed() -> None:
     _, nak = h.only_reply(h.send(reboot))
     assert nak.message_type is MessageType.DHCPNAK
     assert verify(nak.wire, StaticKeys(KEYS)).valid
+
+
+@pytest.mark.parametrize(("protocol", "realm"), [(1, b""), (2, b"rdc.example"), (2, b"")])
+def test_reply_authentication_payload_equals_the_encoded_option(protocol: int, realm: bytes) -> None:
+    credentials = Credentials(protocol, realm, 0x1234, b"k" * 16)
+    assert credentials.payload(77) == AUTHENTICATION.encode(credentials.option(77))
