@@ -31,6 +31,7 @@ from ipcp.events import (
 )
 from ipcp.ipcp_options import ipcp_registry
 from ipcp.option import Option, OptionRegistry, RawOption
+from ipcp.pool import AddressPool
 from ipcp.rfc1332 import IpAddress, IpAddresses
 from ipcp.rfc1877 import PrimaryDns, SecondaryDns
 from ipcp.vpn_option import (
@@ -214,15 +215,23 @@ class CeIpcpPolicy:
 class NasConfig:
     """One link's NAS side: our address, the CE's, name servers to hand out, and where VPN peers come from.
 
-    ``vpn_peers=None`` makes this NAS reject VPN-IP-Addresses, like a NAS that does not know it.
+    The CE's address is either fixed (``peer_address``) or taken from a ``pool`` shared by
+    the NAS's links, under the name ``link``. ``vpn_peers=None`` makes this NAS reject
+    VPN-IP-Addresses, like a NAS that does not know it.
     """
 
     local_address: IPv4Address
-    peer_address: IPv4Address
+    peer_address: IPv4Address | None = None
     primary_dns: IPv4Address | None = None
     secondary_dns: IPv4Address | None = None
     vpn_peers: VpnPeerProvider | None = None
     vpn_option_type: int = DEFAULT_VPN_OPTION_TYPE
+    pool: AddressPool | None = None
+    link: str = "ppp0"
+
+    def __post_init__(self) -> None:
+        if (self.peer_address is None) == (self.pool is None):
+            raise ValueError("give the CE's address either fixed (peer_address) or from a pool, not both")
 
 
 class NasIpcpPolicy:
@@ -230,6 +239,7 @@ class NasIpcpPolicy:
 
     def __init__(self, config: NasConfig) -> None:
         self.config = config
+        self._ce: IPv4Address | None = config.peer_address
         self._registry = ipcp_registry(config.vpn_option_type if config.vpn_peers is not None else None)
         self._given_vpns: tuple[tuple[int, frozenset[IPv4Address]], ...] = ()
         self._address_appended = False
@@ -241,24 +251,36 @@ class NasIpcpPolicy:
     def request_options(self) -> tuple[Option, ...]:
         return (IpAddress(self.config.local_address),)
 
+    @property
+    def ce_address(self) -> IPv4Address:
+        """The address this link's CE gets: fixed, or held from the pool until the link goes down.
+
+        Raises :class:`PoolExhaustedError` when the pool has none left.
+        """
+        if self._ce is None:
+            assert self.config.pool is not None
+            self._ce = self.config.pool.allocate(self.config.link)
+        return self._ce
+
     def _expected_vpn(self) -> tuple[VpnIpAddresses, ...]:
         assert self.config.vpn_peers is not None
-        peers = self.config.vpn_peers(self.config.peer_address)
+        peers = self.config.vpn_peers(self.ce_address)
         return vpn_options_for(peers, self.config.vpn_option_type)
 
     def review(self, options: Sequence[Received]) -> list[Verdict]:
         cfg = self.config
+        ce = self.ce_address
         verdicts: list[Verdict] = []
         vpn_asked = [o for o in options if isinstance(o, VpnIpAddresses)]
         vpn_expected = self._expected_vpn() if vpn_asked else ()
         vpn_first = True
         for option in options:
             if isinstance(option, IpAddress):
-                ok = option.address == cfg.peer_address
-                verdicts.append(ACK if ok else Verdict(VerdictKind.NAK, (IpAddress(cfg.peer_address),)))
+                ok = option.address == ce
+                verdicts.append(ACK if ok else Verdict(VerdictKind.NAK, (IpAddress(ce),)))
             elif isinstance(option, IpAddresses):
-                ok = option.source == cfg.peer_address
-                nak = IpAddresses(cfg.peer_address, cfg.local_address)
+                ok = option.source == ce
+                nak = IpAddresses(ce, cfg.local_address)
                 verdicts.append(ACK if ok else Verdict(VerdictKind.NAK, (nak,)))
             elif isinstance(option, PrimaryDns | SecondaryDns):
                 mine = cfg.primary_dns if isinstance(option, PrimaryDns) else cfg.secondary_dns
@@ -284,7 +306,7 @@ class NasIpcpPolicy:
         if self._address_appended or any(isinstance(o, IpAddress | IpAddresses) for o in options):
             return ()
         self._address_appended = True
-        return (IpAddress(self.config.peer_address),)
+        return (IpAddress(self.ce_address),)
 
     def peer_acked(self, options: Sequence[Option]) -> None:
         vpn = [o for o in options if isinstance(o, VpnIpAddresses)]
@@ -300,11 +322,14 @@ class NasIpcpPolicy:
         pass  # we insist on our address; Max-Configure ends a negotiation that cannot converge
 
     def layer_up(self) -> list[PppEvent]:
-        return [PeerConfigured(self.config.peer_address, self._given_vpns)]
+        return [PeerConfigured(self.ce_address, self._given_vpns)]
 
     def layer_down(self) -> list[PppEvent]:
         self._address_appended = False  # a renegotiation may append it again
         return []
 
     def link_down(self) -> None:
-        pass
+        """The line is gone: a pooled address goes back to the pool."""
+        if self.config.pool is not None and self._ce is not None:
+            self.config.pool.release(self.config.link)
+            self._ce = None
