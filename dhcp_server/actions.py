@@ -56,6 +56,10 @@ class Reply:
     hardware: bytes | None = None
     durable: bool = False
 
+    def made_durable(self) -> Reply:
+        """The same reply, held until the outcome's writes are committed."""
+        return Reply(self.payload, self.destination, self.port, self.interface, self.hardware, True)
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseWrite:

@@ -77,6 +77,9 @@ from options.vpn import PeerCeSpec, full_sync_blocks, registry_with_vpn_codes, v
 __all__ = ["ServerEngine"]
 
 _ZERO = IPv4Address(0)
+#: Counter names by message type, built once: this is on every message's path.
+_RECEIVED = {t: f"received:{t.name}" for t in MessageType}
+_SENT = {t: f"sent:{t.name}" for t in MessageType}
 _BROADCAST = IPv4Address("255.255.255.255")
 CLIENT_PORT = 68
 SERVER_PORT = 67
@@ -191,7 +194,7 @@ class ServerEngine:
             )
         if request is None:
             return self._drop(out, "not_a_dhcp_request", source=str(received.source))
-        self.counters[f"received:{request.type.name}"] += 1
+        self.counters[_RECEIVED[request.type]] += 1
         admission = self.quarantine.admit(request.client, now)
         if admission is not Admission.ADMITTED:
             if admission is Admission.QUARANTINED_NOW:
@@ -222,7 +225,7 @@ class ServerEngine:
             return self._drop(out, "unexpected_type", client=str(request.client), type=request.type.name)
         handler(self, _Context(request, subnet, verdict, received, now, out))
         if out.writes:
-            out.replies[:] = [replace(r, durable=True) for r in out.replies]
+            out.replies[:] = [r.made_durable() for r in out.replies]
         return out
 
     def _read(self, payload: bytes) -> _Request | None:
@@ -231,9 +234,10 @@ class ServerEngine:
         if msg.op != BOOTREQUEST or message_type is None:
             return None
         options = msg.options
-        client_id = options.get_value(CLIENT_IDENTIFIER)
+        client_id = options.get(61)
         if client_id is not None:
-            client = ClientKey.from_client_id(options[61])
+            CLIENT_IDENTIFIER.validate(client_id)  # RFC 2132 9.14: a type and at least one octet
+            client = ClientKey.from_client_id(client_id)
         else:
             client = ClientKey.from_hardware(msg.htype, msg.hardware_address)
         relay = options.get_value(RELAY_AGENT_INFORMATION)
@@ -533,7 +537,7 @@ class ServerEngine:
                 AUTHENTICATION, reconfigure_nonce(self._next_replay(now, out), nonce)
             )
         message_type = MessageType(options[53][0])
-        self.counters[f"sent:{message_type.name}"] += 1
+        self.counters[_SENT[message_type]] += 1
         self._send(request, options, yiaddr, received=received, out=out, credentials=credentials)
 
     def _send(
@@ -634,7 +638,7 @@ class ServerEngine:
         for pending in self.forcerenews.due(now):
             self._forcerenew(pending, now, out)
         if out.writes:
-            out.replies[:] = [replace(r, durable=True) for r in out.replies]
+            out.replies[:] = [r.made_durable() for r in out.replies]
         return out
 
     def next_timer(self) -> float | None:
