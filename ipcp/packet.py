@@ -72,10 +72,11 @@ class Packet:
 
     __slots__ = ()
     identifier: int
+    CODE: ClassVar[int]
 
     @property
     def code(self) -> int:
-        raise NotImplementedError
+        return self.CODE
 
     def encode_data(self) -> bytes:
         raise NotImplementedError
@@ -95,10 +96,6 @@ class ConfigurePacket(Packet):
 
     def __post_init__(self) -> None:
         _check_identifier(self.identifier)
-
-    @property
-    def code(self) -> int:
-        return self.CODE
 
     def encode_data(self) -> bytes:
         return encode_options(self.options)
@@ -133,10 +130,6 @@ class TerminateRequest(Packet):
     def __post_init__(self) -> None:
         _check_identifier(self.identifier)
 
-    @property
-    def code(self) -> int:
-        return self.CODE
-
     def encode_data(self) -> bytes:
         return self.data
 
@@ -157,10 +150,6 @@ class CodeReject(Packet):
     def __post_init__(self) -> None:
         _check_identifier(self.identifier)
 
-    @property
-    def code(self) -> int:
-        return self.CODE
-
     def encode_data(self) -> bytes:
         return self.rejected_packet
 
@@ -179,10 +168,6 @@ class ProtocolReject(Packet):
         if not 0 <= self.rejected_protocol <= 0xFFFF:
             raise ValueError(f"protocol {self.rejected_protocol:#x} does not fit 16 bits")
 
-    @property
-    def code(self) -> int:
-        return self.CODE
-
     def encode_data(self) -> bytes:
         return self.rejected_protocol.to_bytes(2, "big") + self.rejected_information
 
@@ -200,10 +185,6 @@ class MagicPacket(Packet):
         _check_identifier(self.identifier)
         if not 0 <= self.magic <= 0xFFFFFFFF:
             raise ValueError(f"magic number {self.magic:#x} does not fit 32 bits")
-
-    @property
-    def code(self) -> int:
-        return self.CODE
 
     def encode_data(self) -> bytes:
         return self.magic.to_bytes(4, "big") + self.data
