@@ -1,0 +1,319 @@
+"""ce_runtime.ike without charon: VICI messages, the tunnel state model, and the backend on a fake VICI."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from ce_runtime.ike.charon import CharonSettings
+from ce_runtime.ike.config import (
+    IKE_PRIORITY,
+    IKE_REQID_BASE,
+    CertAuth,
+    IkePeer,
+    IkeTimers,
+    PskAuth,
+    conn_name,
+    connection,
+    is_initiator,
+    owned_reqid,
+    peer_of_conn,
+    shared_secret,
+)
+from ce_runtime.ike.state import (
+    PeerTracker,
+    Phase,
+    RetryPolicy,
+    classify_failure,
+    conn_view,
+    duplicates,
+)
+from ce_runtime.ike.vici_backend import IkeBackend, InitiateResult
+
+L = IPv4Address("192.0.2.1")
+P = IPv4Address("192.0.2.2")
+Q = IPv4Address("192.0.2.3")
+KEY = PskAuth(b"0123456789abcdef-secret")
+
+
+def test_connection_selects_only_ipip_between_the_pair_in_transport_mode() -> None:
+    msg = connection(L, IkePeer(P, 7, KEY), IKE_REQID_BASE + 1)
+    body = msg["ce-192.0.2.2"]
+    assert isinstance(body, dict)
+    child = body["children"]["ipip"]
+    assert child["mode"] == "transport"
+    assert child["local_ts"] == ["192.0.2.1/32[ipencap]"]
+    assert child["remote_ts"] == ["192.0.2.2/32[ipencap]"]
+    assert child["start_action"] == "trap"  # both sides: never ipip in the clear
+    assert child["reqid"] == str(IKE_REQID_BASE + 1)
+    assert child["priority"] == str(IKE_PRIORITY)
+    assert body["local"] == {"auth": "psk", "id": "192.0.2.1"}
+    assert body["remote"] == {"auth": "psk", "id": "192.0.2.2"}
+    assert body["keyingtries"] == "1"  # the backend retries, not charon
+    assert "0123456789abcdef" not in repr(msg)  # the key goes to load-shared only
+
+
+def test_cert_connection_names_our_cert_and_the_ca() -> None:
+    auth = CertAuth(b"CERT", b"CA")
+    body = connection(L, IkePeer(P, 7, auth), IKE_REQID_BASE + 2)["ce-192.0.2.2"]
+    assert isinstance(body, dict)
+    assert body["local"] == {"auth": "pubkey", "id": "192.0.2.1", "certs": [b"CERT"]}
+    assert body["remote"] == {"auth": "pubkey", "id": "192.0.2.2", "cacerts": [b"CA"]}
+
+
+def test_reqid_range_is_disjoint_from_the_static_runtime() -> None:
+    assert owned_reqid(IKE_REQID_BASE) and not owned_reqid(0xCE000007)
+    with pytest.raises(ValueError, match="outside"):
+        connection(L, IkePeer(P, 7, KEY), 0xCE000001)
+
+
+def test_exactly_one_initiator_per_pair() -> None:
+    assert is_initiator(L, P) and not is_initiator(P, L)
+    with pytest.raises(ValueError, match="own peer"):
+        is_initiator(L, L)
+
+
+def test_names_and_secrets() -> None:
+    assert peer_of_conn(conn_name(P)) == P
+    assert peer_of_conn("other") is None and peer_of_conn("ce-nope") is None
+    assert "0123" not in repr(KEY)
+    with pytest.raises(ValueError, match="16 octets"):
+        PskAuth(b"short")
+    shared = shared_secret(L, IkePeer(P, 7, KEY))
+    assert shared["owners"] == ["192.0.2.1", "192.0.2.2"]
+    with pytest.raises(ValueError, match="before expiry"):
+        IkeTimers(child_rekey=100, child_life=100)
+
+
+def test_strongswan_conf_has_the_measured_plugins_and_no_verbose_logging(tmp_path: Path) -> None:
+    text = CharonSettings(certificates=False).render(tmp_path)
+    load = next(line for line in text.splitlines() if "load =" in line).split("=")[1].split()
+    assert set(load) == {"nonce", "openssl", "kdf", "kernel-netlink", "socket-default", "vici"}
+    assert f"unix://{tmp_path}/charon.vici" in text
+    assert "install_routes = no" in text
+    with pytest.raises(ValueError, match="keying material"):
+        CharonSettings(log_level=4).render(tmp_path)
+
+
+def _sa(uid: int, state: str, initiator: bool, children: list[tuple[int, str, str]]) -> dict[str, object]:
+    return {
+        "uniqueid": str(uid).encode(),
+        "state": state.encode(),
+        **({"initiator": b"yes"} if initiator else {}),
+        "child-sas": {
+            f"ipip-{cid}": {
+                "name": b"ipip",
+                "uniqueid": str(cid).encode(),
+                "state": cstate.encode(),
+                "spi-in": f"in{cid}".encode(),
+                "spi-out": spi.encode(),
+            }
+            for cid, cstate, spi in children
+        },
+    }
+
+
+def test_view_and_duplicates() -> None:
+    name = conn_name(P)
+    listed: list[Mapping[str, object]] = [
+        {name: _sa(3, "ESTABLISHED", False, [(7, "INSTALLED", "o7")])},
+        {name: _sa(2, "ESTABLISHED", True, [(5, "INSTALLED", "o5"), (6, "INSTALLED", "o6")])},
+        {"ce-192.0.2.9": _sa(4, "ESTABLISHED", True, [(8, "INSTALLED", "x")])},
+    ]
+    view = conn_view(listed, name)
+    assert view.up and len(view.established) == 2
+    # Keep the IKE_SA we initiated; its newest child is the one in use; the other IKE_SA and the
+    # older child go.
+    assert view.spis == ("in6", "o6")
+    assert duplicates(view) == [("ike-id", 3), ("child-id", 5)]
+    rekeying = conn_view(
+        [{name: _sa(2, "ESTABLISHED", True, [(5, "REKEYED", "a"), (6, "INSTALLED", "b")])}], name
+    )
+    assert duplicates(rekeying) == []  # a rekey's old SA is not a duplicate
+    assert not conn_view([], name).up
+
+
+def test_failure_classification() -> None:
+    assert classify_failure(["received AUTHENTICATION_FAILED notify error"], "") == "auth-failed"
+    assert classify_failure(["received NO_PROPOSAL_CHOSEN notify error"], "") == "no-proposal"
+    assert classify_failure(["giving up after 4 retransmits"], "") == "unreachable"
+    assert classify_failure([], "Command failed: establishing CHILD_SA 'ipip' failed") == "failed"
+
+
+def test_tracker_up_rekey_down_backoff_alarm() -> None:
+    policy = RetryPolicy(min_interval=5, max_interval=20, alarm_after=3)
+    t = PeerTracker(P, 7, True, policy, since=0.0)
+    name = conn_name(P)
+    up = conn_view([{name: _sa(1, "ESTABLISHED", True, [(1, "INSTALLED", "a")])}], name)
+    t.observe(up, 1.0)
+    t.observe(up, 2.0)  # nothing new
+    rekeyed = conn_view([{name: _sa(1, "ESTABLISHED", True, [(2, "INSTALLED", "b")])}], name)
+    t.observe(rekeyed, 3.0)
+    t.observe(conn_view([], name), 4.0)
+    assert [e.kind for e in t.drain()] == ["up", "rekeyed", "down"]
+    assert t.phase == Phase.DOWN and t.next_try == 9.0  # section 3.4: after the minimum interval
+    assert not t.should_initiate(8.0, conn_view([], name)) and t.should_initiate(9.0, conn_view([], name))
+    for now in (10.0, 20.0, 40.0):
+        t.failed("auth-failed", now)
+    events = t.drain()
+    assert [e.kind for e in events] == ["failed", "failed", "failed", "alarm"]
+    assert t.next_try == 40.0 + 20  # 5, 10, 20 (capped)
+    t.failed("auth-failed", 70.0)
+    assert [e.kind for e in t.drain()] == ["failed"]  # the alarm is raised once
+    t.observe(up, 80.0)
+    assert t.failures == 0 and not t.alarmed and t.drain()[0].kind == "up"
+
+
+def test_responder_reports_a_peer_that_never_establishes() -> None:
+    t = PeerTracker(Q, 7, False, RetryPolicy(establish_timeout=10, min_interval=1), since=0.0)
+    assert not t.should_initiate(100.0, conn_view([], conn_name(Q)))  # never initiates
+    t.check_timeout(5.0)
+    assert t.drain() == []
+    t.check_timeout(10.0)
+    (event,) = t.drain()
+    assert event.kind == "failed" and event.detail == "not established by the peer"
+
+
+class FakeVici:
+    """Records calls; initiations succeed or fail as told, SAs are what the test says."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.sas: list[Mapping[str, object]] = []
+        self.conns: list[str] = []
+        self.initiate_ok = True
+        self.lock = threading.Lock()
+
+    def load_conn(self, message: Mapping[str, object]) -> None:
+        self.calls.append(("load_conn", next(iter(message))))
+
+    def unload_conn(self, name: str) -> None:
+        self.calls.append(("unload_conn", name))
+
+    def load_shared(self, message: Mapping[str, object]) -> None:
+        self.calls.append(("load_shared", message["id"]))
+
+    def unload_shared(self, ident: str) -> None:
+        self.calls.append(("unload_shared", ident))
+
+    def load_key(self, key_type: str, der: bytes) -> None:
+        self.calls.append(("load_key", key_type))
+
+    def list_sas(self) -> list[Mapping[str, object]]:
+        return list(self.sas)
+
+    def list_conns(self) -> list[str]:
+        return list(self.conns)
+
+    def initiate(self, name: str, timeout_ms: int) -> InitiateResult:
+        self.calls.append(("initiate", name))
+        if self.initiate_ok:
+            return InitiateResult(True, (), "")
+        return InitiateResult(False, ("received AUTHENTICATION_FAILED notify error",), "failed")
+
+    def terminate(self, selector: Mapping[str, object]) -> None:
+        self.calls.append(("terminate", dict(selector)))
+
+    def rekey(self, name: str) -> None:
+        self.calls.append(("rekey", name))
+
+    def listen(self, stop: threading.Event, handle: Callable[[str, Mapping[str, object]], None]) -> None:
+        stop.wait()
+
+    def close(self) -> None:
+        pass
+
+
+class FakeKernel:
+    def __init__(self) -> None:
+        self.flushes: list[list[int]] = []
+
+    def flush(self, reqids: Callable[[int], bool]) -> int:
+        probe = [IKE_REQID_BASE + 1, IKE_REQID_BASE + 2, 0xCE000007, 5]
+        self.flushes.append([r for r in probe if reqids(r)])
+        return 1
+
+
+def test_backend_loads_initiates_reports_and_removes() -> None:
+    vici = FakeVici()
+    kernel = FakeKernel()
+    now = [0.0]
+    backend = IkeBackend(vici, L, kernel=kernel, clock=lambda: now[0], workers=1)
+    backend.set_peers(L, [IkePeer(P, 7, KEY), IkePeer(IPv4Address("192.0.2.0"), 7, KEY)])
+    assert ("load_shared", "ce-psk-192.0.2.2") in vici.calls and ("load_conn", "ce-192.0.2.2") in vici.calls
+    status = backend.status()
+    assert status["192.0.2.2"]["initiator"] is True and status["192.0.2.0"]["initiator"] is False
+    assert {status[p]["reqid"] for p in status} == {IKE_REQID_BASE + 1, IKE_REQID_BASE + 2}
+
+    reqid_p = status["192.0.2.2"]["reqid"]
+    backend.round()  # the initiator side initiates; the responder side waits
+    backend._pool.shutdown(wait=True)
+    assert [c for c in vici.calls if c[0] == "initiate"] == [("initiate", "ce-192.0.2.2")]
+
+    name = conn_name(P)
+    vici.sas = [{name: _sa(1, "ESTABLISHED", True, [(1, "INSTALLED", "a")])}]
+    backend.round()
+    assert [e.kind for e in backend.drain_events()] == ["up"]
+    assert backend.up_peers() == {P}
+
+    before = len(vici.calls)
+    backend.set_peers(L, [IkePeer(P, 7, KEY), IkePeer(IPv4Address("192.0.2.0"), 7, KEY)])
+    assert len(vici.calls) == before  # unchanged peers: nothing reloaded
+
+    backend.set_peers(L, [IkePeer(IPv4Address("192.0.2.0"), 7, KEY)])
+    assert ("terminate", {"ike": name, "timeout": "3000", "force": "yes"}) in vici.calls
+    assert ("unload_conn", name) in vici.calls and ("unload_shared", "ce-psk-192.0.2.2") in vici.calls
+    assert kernel.flushes[-1] == [reqid_p]  # only the removed peer's reqid
+    assert [e.kind for e in backend.drain_events()] == ["removed"]
+
+
+def test_backend_failed_initiations_back_off_then_alarm() -> None:
+    vici = FakeVici()
+    vici.initiate_ok = False
+    now = [0.0]
+    policy = RetryPolicy(min_interval=1, max_interval=4, alarm_after=2)
+    backend = IkeBackend(vici, L, policy=policy, clock=lambda: now[0], workers=1)
+    backend.set_peers(L, [IkePeer(P, 7, KEY)])
+    kinds: list[str] = []
+    for t in (0.0, 0.5, 1.0, 2.9, 3.0):
+        now[0] = t
+        backend.round()
+        backend._pool.shutdown(wait=True)  # the initiation has finished
+        backend._pool = type(backend._pool)(max_workers=1)
+        kinds += [f"{e.kind}:{e.detail}@{t}" for e in backend.drain_events()]
+    # t=0 fails (retry at 1), t=0.5 waits, t=1 fails again -> alarm (retry at 3), t=3 fails.
+    assert kinds == [
+        "failed:auth-failed@0.0",
+        "failed:auth-failed@1.0",
+        "alarm:auth-failed@1.0",
+        "failed:auth-failed@3.0",
+    ]
+    assert backend.status()["192.0.2.2"]["alarmed"] is True
+
+
+def test_backend_start_flushes_only_our_range_and_adopts_when_attached() -> None:
+    vici = FakeVici()
+    kernel = FakeKernel()
+    backend = IkeBackend(vici, L, kernel=kernel)
+    backend.start(flush_stale=True)
+    backend.stop()
+    assert kernel.flushes == [[IKE_REQID_BASE + 1, IKE_REQID_BASE + 2]]
+
+    vici = FakeVici()
+    vici.conns = ["ce-192.0.2.2", "someone-else"]
+    attached = IkeBackend(vici, L, kernel=FakeKernel())
+    attached.start(flush_stale=False)
+    attached.set_peers(L, [])  # ours but not desired: unloaded; the other daemon's untouched
+    attached.stop()
+    assert ("unload_conn", "ce-192.0.2.2") in vici.calls
+    assert all(c[1] != "someone-else" for c in vici.calls)
+
+
+def test_backend_refuses_itself_as_peer() -> None:
+    backend = IkeBackend(FakeVici(), L)
+    with pytest.raises(ValueError, match="own peer"):
+        backend.set_peers(L, [IkePeer(L, 7, KEY)])
