@@ -200,7 +200,14 @@ def _peer_of(op: Op, peers: Collection[IPv4Address]) -> IPv4Address | None:
             return x.dst if x.dst in peers else x.src
         case AddPolicy(x) | DelPolicy(x):
             return x.dst if x.direction == Direction.OUT else x.src
-        case AddRoute(_) | DelRoute(_):
+        case AddRoute(x) | DelRoute(x):
+            # Our routes go through our links, named after the peer: they share its fate.
+            name = x.link.removeprefix(LINK_PREFIX)
+            if x.link.startswith(LINK_PREFIX) and len(name) == 8:
+                try:
+                    return IPv4Address(bytes.fromhex(name))
+                except ValueError:
+                    return None
             return None
     return None
 
