@@ -373,6 +373,7 @@ def register(commands: Any) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the working directory (configs, logs)")
     parser.add_argument("--skip-decode", action="store_true", help="skip part 1 (the capture)")
+    parser.add_argument("--skip-tunnels", action="store_true", help="skip part 3 (the tunnels)")
 
 
 class _Say:
@@ -471,6 +472,62 @@ def _scenario(say: _Say, lab: Lab) -> None:
     say.step(f"server stopped by SIGTERM (exit status {status}); it sent {sent} FORCERENEWs in all")
 
 
+def _kernel_has_tunnels(lab: Lab) -> str | None:
+    """None if this kernel creates ipip links and ESP states (tried in a scratch namespace), else why not."""
+    ns = lab.namespace("probe")
+    try:
+        ns.ip("link", "add", "t0", "type", "ipip", "local", "192.0.2.1", "remote", "192.0.2.2")
+        ns.ip("xfrm", "state", "add", "src", "192.0.2.1", "dst", "192.0.2.2", "proto", "esp", "spi", "0x4242",
+              "mode", "transport", "aead", "rfc4106(gcm(aes))", "0x" + "11" * 20, "128")  # fmt: skip
+    except subprocess.CalledProcessError as exc:
+        return (exc.stderr or str(exc)).strip().splitlines()[-1]
+    return None
+
+
+def _tunnel_part(say: _Say, lab: Lab) -> None:
+    """Part 3: ce_autoconf.tunnel_demo, here if the kernel can, else in the micro-VM (tests/vm)."""
+    say()
+    say("Part 3: the tunnels (IP-in-IP protected by ESP) between four CEs running client + runtime")
+    why = _kernel_has_tunnels(lab)
+    if why is None:
+        from ce_autoconf.netns import Lab as _Lab  # noqa: PLC0415
+        from ce_autoconf.tunnel_demo import Say, run_scenario  # noqa: PLC0415
+
+        failures: list[str] = []
+
+        def check(name: str, ok: bool, text: str) -> None:
+            say(f"          {'ok  ' if ok else 'FAIL'} {text}")
+            if not ok:
+                failures.append(name)
+
+        tlab = _Lab(lab.workdir / "tunnels", prefix=f"{lab.prefix}t")
+        (lab.workdir / "tunnels").mkdir(exist_ok=True)
+        try:
+            run_scenario(tlab, Say(lambda text: say(f"          {text}")), check)
+        finally:
+            tlab.close()
+        if failures:
+            raise DemoError(f"tunnel checks failed: {', '.join(failures)}")
+        return
+    say(f"  this kernel cannot ({why}): running it in a qemu micro-VM with Debian's kernel")
+    sys.path.insert(0, str(ROOT / "tests" / "vm"))
+    import microvm  # noqa: PLC0415 - the test harness, shared with the demo
+
+    reason = microvm.vm_unavailable_reason()
+    if reason is not None:
+        raise DemoError(f"part 3 needs the micro-VM: {reason}")
+    say.step(
+        "booting the VM (software emulation: the scenario takes about 5 minutes; output comes at the end)"
+    )
+    result = microvm.run_in_vm(f'"{sys.executable}" -m ce_autoconf.tunnel_demo', timeout=900, memory_mb=1536)
+    for line in result.stdout.splitlines():
+        if not line.startswith(("CHECK ", "SCENARIO ")):
+            say(f"          {line}")
+    say.step(f"VM run finished in {result.seconds:.0f} s")
+    if "SCENARIO PASSED" not in result.stdout:
+        raise DemoError(f"the tunnel scenario failed in the VM:\n{_tail(result.stdout + result.stderr, 30)}")
+
+
 def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryIO) -> int:
     say = _Say(stdout)
     if not args.skip_decode:
@@ -493,6 +550,8 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryI
     try:
         with _terminate_as_interrupt():
             _scenario(say, lab)
+            if not args.skip_tunnels:
+                _tunnel_part(say, lab)
     except DemoError as exc:
         stderr.write(f"ce-autoconf demo: {exc}\n")
         return 1

@@ -41,8 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import pytest
-
 __all__ = [
     "REPO",
     "VmResult",
@@ -132,6 +130,8 @@ def require_vm() -> None:
     reason = vm_unavailable_reason()
     if reason is None:
         return
+    import pytest  # noqa: PLC0415 - only here: `ce-autoconf demo` uses this module without pytest
+
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"micro-VM unavailable under CI: {reason}")
     pytest.skip(f"micro-VM unavailable: {reason}")
