@@ -31,7 +31,7 @@ def test_four_ces_with_tunnels_in_the_vm() -> None:
     microvm.require_vm()
     started = time.monotonic()
     result = microvm.run_in_vm(
-        '"$CE_REPO/.venv/bin/python" -m ce_autoconf.tunnel_demo', timeout=600, memory_mb=1536
+        '"$CE_REPO/.venv/bin/python" -m ce_autoconf.tunnel_demo', timeout=1200, memory_mb=1536
     )
     print(f"VM run: {time.monotonic() - started:.1f} s\n{result.stdout}")
     why = result.explain()

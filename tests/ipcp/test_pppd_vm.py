@@ -52,7 +52,7 @@ def _require_pppd() -> None:
 def runs() -> dict[str, dict[str, Any]]:
     microvm.require_vm()
     _require_pppd()
-    result = microvm.run_in_vm(SCRIPT, timeout=150)
+    result = microvm.run_in_vm(SCRIPT, timeout=400)
     assert result.returncode == 0, result.explain()
     out = {}
     for line in result.stdout.splitlines():

@@ -94,7 +94,7 @@ def test_two_ces_in_the_vm() -> None:
         "ce2.json": _config("192.0.2.2", ["192.0.2.1"], "10.1.0.0/24"),
         "ce1-none.json": _config("192.0.2.1", [], None),
     }
-    result = microvm.run_in_vm(SCRIPT, timeout=420, files=files)
+    result = microvm.run_in_vm(SCRIPT, timeout=900, files=files)
     out = result.stdout
     why = result.explain()
     assert "BUILD1 rc=0" in out, why
