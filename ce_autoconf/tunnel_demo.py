@@ -41,6 +41,9 @@ from ce_autoconf.netns import Lab, Namespace, Process, wait_for
 
 __all__ = ["ADDRESSES", "main", "run_scenario"]
 
+#: How much longer than on real hardware a step may take inside the micro-VM (TCG).
+_PATIENCE: Final = 3.0 if os.environ.get("CE_VM") == "1" else 1.0
+
 T = TypeVar("T")
 
 #: Reserved provider addresses (the server's [[subnets.reservations]]), so that VPN routes can be configured.
@@ -184,6 +187,10 @@ class TunnelLab:
         return done.returncode == 0
 
     def wait(self, condition: Callable[[], T | None], timeout: float, what: str) -> T:
+        # Under software emulation (the micro-VM, CE_VM=1) on a loaded machine everything
+        # runs several times slower; a deadline is an upper bound, so stretching it there
+        # costs nothing when things work.
+        timeout *= _PATIENCE
         try:
             return wait_for(condition, timeout, interval=0.2, what=what)
         except TimeoutError:
