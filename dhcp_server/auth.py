@@ -45,15 +45,9 @@ class Credentials:
     secret_id: int
     key: bytes = field(repr=False)
 
-    def option(self, replay_detection: int) -> Authentication:
-        """Option 90 for a reply, MAC zeroed until :func:`sign_reply`."""
-        auth = Authentication.delayed(replay_detection, self.secret_id, self.realm)
-        if auth.protocol != self.protocol:  # a protocol 2 client with an empty realm
-            return Authentication(self.protocol, auth.algorithm, auth.rdm, replay_detection, auth.information)
-        return auth
-
     def payload(self, replay_detection: int) -> bytes:
-        """The encoded :meth:`option`, built straight from its fields (every reply carries one)."""
+        """Option 90 of a reply, MAC zeroed until :func:`sign_reply`, encoded straight from its
+        fields (every reply to an authenticating client carries one)."""
         return (
             _AUTH_HEAD.pack(self.protocol, AuthAlgorithm.HMAC_MD5, RDM_MONOTONIC, replay_detection)
             + self.realm
@@ -144,5 +138,5 @@ def _mac_matches(payload: bytes, key: bytes) -> bool:
 
 
 def sign_reply(payload: bytes, credentials: Credentials) -> bytes:
-    """Fill in the MAC of an encoded reply that carries ``credentials.option(...)``."""
+    """Fill in the MAC of an encoded reply that carries ``credentials.payload(...)``."""
     return sign(payload, credentials.key)

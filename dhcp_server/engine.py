@@ -71,8 +71,7 @@ from options.rfc3118 import AUTHENTICATION, Authentication, sign
 from options.rfc3203 import build_forcerenew
 from options.rfc3396 import instances, scan_field
 from options.rfc6704 import FORCERENEW_NONCE_CAPABLE, NONCE_SIZE, forcerenew_hmac, reconfigure_nonce
-from options.spec import AddressListSpec
-from options.vpn import PeerCeSpec, full_sync_blocks, registry_with_vpn_codes, vpn_specs
+from options.vpn import full_sync_blocks, registry_with_vpn_codes, vpn_specs
 
 __all__ = ["ServerEngine"]
 
@@ -159,7 +158,7 @@ class ServerEngine:
         snapshot = snapshot or Snapshot()
         self.config = config
         self._random_bytes = random_bytes
-        self.peer_ce, self.vpn_servers = self._vpn_specs(config)
+        self.peer_ce, self.vpn_servers = vpn_specs(config.peer_ce_code, config.vpn_server_code)
         self.registry: OptionRegistry = registry_with_vpn_codes(config.peer_ce_code, config.vpn_server_code)
         self.leases = LeaseTable(config, snapshot.leases.values())
         self.directory = Directory(snapshot.vpns.values(), snapshot.ces.values(), snapshot.secrets)
@@ -176,10 +175,6 @@ class ServerEngine:
         self._inform_payloads = {s.network: self._subnet_payloads(s, lease=False) for s in config.subnets}
         self._changes = 0  # counts VPN changes; an INFORM records the count it saw
         self._informed_at: dict[ClientKey, int] = {}
-
-    @staticmethod
-    def _vpn_specs(config: ServerConfig) -> tuple[PeerCeSpec, AddressListSpec]:
-        return vpn_specs(config.peer_ce_code, config.vpn_server_code)
 
     # == datagrams ====================================================================
 
@@ -664,16 +659,13 @@ class ServerEngine:
             )
             return
         ce = self.directory.ce_by_client(client)
-        key = self.directory.key(ce.secret_id) if ce is not None and ce.secret_id is not None else None
-        replay = self._next_replay(now, out)
-        if key is not None and ce is not None and ce.secret_id is not None:
-            credentials = Credentials(
-                1 if not self.config.auth_realm else 2, self.config.auth_realm, ce.secret_id, key
-            )
-            auth = credentials.option(replay)
+        secret_id = ce.secret_id if ce is not None else None
+        key = self.directory.key(secret_id) if secret_id is not None else None
+        if key is not None:
+            auth = Authentication.delayed(self._next_replay(now, out), secret_id, self.config.auth_realm)
             sign_key = key
         elif lease.nonce is not None:
-            auth = forcerenew_hmac(replay)
+            auth = forcerenew_hmac(self._next_replay(now, out))
             sign_key = lease.nonce
         else:
             # RFC 3203 section 6: never an unauthenticated FORCERENEW.

@@ -133,9 +133,7 @@ class Options(Mapping[int, bytes]):
 
     def with_value(self, spec: OptionSpec[T], value: T) -> Options:
         """A copy with ``spec``'s option set (replacing, or appended at the end)."""
-        items = dict(self._items)
-        items[spec.code] = spec.encode(value)
-        return Options._trusted(items)
+        return self.with_payload(spec.code, spec.encode(value))
 
     def with_payload(self, code: int, payload: bytes) -> Options:
         """A copy with option ``code`` set to an already encoded payload."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import IntEnum
 from ipaddress import IPv4Address
 from typing import Any, Final, Generic, TypeVar
@@ -365,10 +365,3 @@ class StructuredSpec(OptionSpec[T]):
 
     def encode(self, value: T) -> bytes:
         return self._encode(value)
-
-
-def require_members(value: Sequence[int], low: int, high: int, what: str) -> None:
-    """Raise ``ValueError`` for a value a constructor must refuse."""
-    for v in value:
-        if not low <= v <= high:
-            raise ValueError(f"{what}: {v} outside {low}..{high}")
