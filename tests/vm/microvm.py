@@ -320,7 +320,9 @@ def run_in_vm(
     initrd = _initramfs(tree)
     runs = CACHE / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=runs))
+    # Resolved: .cache may be a symlink (a worktree sharing the main checkout's cache), and the
+    # guest mounts the share at this path, which must exist in the host root as it is.
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=runs)).resolve()
     started = time.monotonic()
     try:
         (work / "script.sh").write_text(script)
