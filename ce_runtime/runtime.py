@@ -2,16 +2,17 @@
 
 ``desired_state`` turns "my address, my VPNs and their peers" (what the DHCP client's
 ``VpnPeersChanged`` events carry) into kernel objects; :class:`Reconciler` dumps the kernel,
-plans (:func:`ce_runtime.model.plan`), applies operation by operation, and keeps per-peer failure
-state: retry after ``min_interval``, then exponential backoff up to ``max_interval``, and after
-``alarm_after`` consecutive failures an alarm (log, counter, hook) — section 3.4 of the draft.
+plans (:func:`ce_runtime.model.plan`), applies the plan (a run of one kind at a time if the kernel
+port batches, else operation by operation), and keeps per-peer failure state: retry after
+``min_interval``, then exponential backoff up to ``max_interval``, and after ``alarm_after``
+consecutive failures an alarm (log, counter, hook) — section 3.4 of the draft.
 Time is passed in; hooks go through a port so that tests need no processes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final, Protocol
@@ -41,6 +42,7 @@ from ce_runtime.xfrm import Direction, PolicySpec, SaSpec
 __all__ = [
     "ESP_OVERHEAD",
     "Backoff",
+    "BatchKernelPort",
     "HookPort",
     "KernelPort",
     "ReconcileReport",
@@ -150,6 +152,14 @@ class KernelPort(Protocol):
         ...
 
 
+class BatchKernelPort(KernelPort, Protocol):
+    """A kernel port that can carry out many independent operations in one exchange (optional)."""
+
+    def apply_all(self, ops: Sequence[Op]) -> list[Exception | None]:
+        """Carry out ``ops`` in order, none depending on another's success; one result per op."""
+        ...
+
+
 class HookPort(Protocol):
     def tunnel(self, event: str, link: str, vpn_id: int, peer: IPv4Address) -> None:
         """``event``: "up", "down" or "alarm"."""
@@ -213,7 +223,7 @@ def _peer_of(op: Op, peers: Collection[IPv4Address]) -> IPv4Address | None:
 
 
 class Reconciler:
-    """Desired vs dumped kernel state, applied operation by operation with per-peer backoff."""
+    """Desired vs dumped kernel state, applied in the plan's order with per-peer backoff."""
 
     def __init__(
         self,
@@ -230,6 +240,63 @@ class Reconciler:
         self._backoff_template = backoff or Backoff()
         self.backoff: dict[IPv4Address, Backoff] = {}
         self.counters: dict[str, int] = {"applied": 0, "failed": 0, "alarms": 0, "reconciles": 0}
+        batch: Callable[[Sequence[Op]], list[Exception | None]] | None = getattr(kernel, "apply_all", None)
+        self._batch = batch
+
+    def _phases(self, ops: list[Op]) -> Iterable[list[Op]]:
+        """Runs of operations of one kind (the plan's order: deletes first, SAs before policies).
+
+        The operations of one run never depend on each other, so a batching kernel gets a run at
+        a time (both directions of a pair go together); without ``apply_all``, one op at a time.
+        """
+        if self._batch is None:
+            yield from ([op] for op in ops)
+            return
+        run: list[Op] = []
+        for op in ops:
+            if run and type(op) is not type(run[0]):
+                yield run
+                run = []
+            run.append(op)
+        if run:
+            yield run
+
+    def _apply_all(self, ops: list[Op]) -> list[Exception | None]:
+        if self._batch is not None:
+            return self._batch(ops)
+        results: list[Exception | None] = []
+        for op in ops:
+            try:
+                self.kernel.apply(op)
+            except Exception as exc:  # a netlink error of any kind fails this step, never the run
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    def _failed(
+        self,
+        op: Op,
+        peer: IPv4Address | None,
+        exc: Exception,
+        *,
+        vpn_of: dict[IPv4Address, int],
+        failed: set[IPv4Address],
+        report: ReconcileReport,
+        now: float,
+    ) -> None:
+        """Report a failed op; its peer's first failure in a round counts for backoff and alarm."""
+        self.counters["failed"] += 1
+        report.failed.append((op, f"{type(exc).__name__}: {exc}"))
+        log.warning("ce_runtime: %s failed: %s", type(op).__name__, exc)
+        if peer is None or peer not in vpn_of or peer in failed:
+            return
+        failed.add(peer)
+        if self._state(peer).failed(now):
+            self.counters["alarms"] += 1
+            report.alarms.append(peer)
+            log.error("ce_runtime: ALARM tunnel to %s keeps failing", peer)
+            self.hooks.tunnel("alarm", link_name(peer), vpn_of[peer], peer)
 
     def _state(self, peer: IPv4Address) -> Backoff:
         if peer not in self.backoff:
@@ -247,41 +314,35 @@ class Reconciler:
         ops = plan(desired, actual, self.owner)
         failed_peers: set[IPv4Address] = set()
         touched: set[IPv4Address] = set()
-        for op in ops:
-            peer = _peer_of(op, vpn_of)
-            if peer is not None and peer in vpn_of:
-                state = self._state(peer)
-                if now < state.next_try:
-                    if peer not in report.deferred:
-                        report.deferred.append(peer)
-                    continue
-                if peer in failed_peers:
-                    continue  # one failure stops this peer's remaining steps until its next try
-            try:
-                self.kernel.apply(op)
-            except Exception as exc:  # a netlink error of any kind fails this step, never the run
-                self.counters["failed"] += 1
-                report.failed.append((op, f"{type(exc).__name__}: {exc}"))
-                log.warning("ce_runtime: %s failed: %s", type(op).__name__, exc)
+        for phase in self._phases(ops):
+            todo: list[tuple[Op, IPv4Address | None]] = []
+            for op in phase:
+                peer = _peer_of(op, vpn_of)
                 if peer is not None and peer in vpn_of:
-                    failed_peers.add(peer)
-                    if self._state(peer).failed(now):
-                        self.counters["alarms"] += 1
-                        report.alarms.append(peer)
-                        log.error("ce_runtime: ALARM tunnel to %s keeps failing", peer)
-                        self.hooks.tunnel("alarm", link_name(peer), vpn_of[peer], peer)
-                continue
-            self.counters["applied"] += 1
-            report.applied.append(op)
-            if peer is not None:
-                touched.add(peer)
-            match op:
-                case AddLink(link) if link.remote in vpn_of:
-                    self.hooks.tunnel("up", link.name, vpn_of[link.remote], link.remote)
-                case DelLink(link):
-                    self.hooks.tunnel("down", link.name, vpn_of.get(link.remote, -1), link.remote)
-                case _:
-                    pass
+                    state = self._state(peer)
+                    if now < state.next_try:
+                        if peer not in report.deferred:
+                            report.deferred.append(peer)
+                        continue
+                    if peer in failed_peers:
+                        continue  # one failure stops this peer's remaining steps until its next try
+                todo.append((op, peer))
+            results = self._apply_all([op for op, _ in todo]) if todo else []
+            for (op, peer), error in zip(todo, results, strict=True):
+                if error is not None:
+                    self._failed(op, peer, error, vpn_of=vpn_of, failed=failed_peers, report=report, now=now)
+                    continue
+                self.counters["applied"] += 1
+                report.applied.append(op)
+                if peer is not None:
+                    touched.add(peer)
+                match op:
+                    case AddLink(link) if link.remote in vpn_of:
+                        self.hooks.tunnel("up", link.name, vpn_of[link.remote], link.remote)
+                    case DelLink(link):
+                        self.hooks.tunnel("down", link.name, vpn_of.get(link.remote, -1), link.remote)
+                    case _:
+                        pass
         for peer in touched - failed_peers:
             if peer in self.backoff:
                 self.backoff[peer].succeeded()

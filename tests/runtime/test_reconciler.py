@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from ce_runtime.keying import EpochFile, StaticKeying
-from ce_runtime.model import AddSa, KernelState, Op, apply_to_model
+from ce_runtime.model import (
+    AddLink,
+    AddPolicy,
+    AddSa,
+    DelLink,
+    DelPolicy,
+    DelSa,
+    KernelState,
+    Op,
+    apply_to_model,
+)
 from ce_runtime.runtime import Backoff, Reconciler, RuntimeConfig, VpnConfig, tunnel_mtu
 
 L = IPv4Address("192.0.2.1")
@@ -80,3 +91,56 @@ def test_backoff_then_alarm(tmp_path: Path) -> None:
     rec.reconcile(config, now + 100)
     assert {link.remote for link in kernel.state.links} == {P, Q}
     assert rec.backoff[P].failures == 0
+
+
+class BatchModelKernel(ModelKernel):
+    """Like the netlink adapter's ``apply_all``: every op of a batch is tried, one result each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Op]] = []
+        self.fail_spi: int | None = None
+
+    def apply_all(self, ops: Sequence[Op]) -> list[Exception | None]:
+        self.batches.append(list(ops))
+        results: list[Exception | None] = []
+        for op in ops:
+            if isinstance(op, AddSa) and op.sa.spi == self.fail_spi:
+                results.append(OSError(17, "File exists"))
+                continue
+            self.state = apply_to_model(self.state, [op])
+            results.append(None)
+        return results
+
+
+def test_batches_keep_the_order_and_attribute_failures(tmp_path: Path) -> None:
+    kernel, hooks = BatchModelKernel(), Hooks()
+    keying = StaticKeying({7: bytes(32)}, EpochFile(tmp_path / "epochs.json"))
+    rec = Reconciler(kernel, keying, hooks, backoff=Backoff(min_interval=5, max_interval=40, alarm_after=4))
+    config = RuntimeConfig(L, (VpnConfig(7, frozenset({P, Q})),))
+    # One inbound SA of P collides (say with another sender's SPI): only P is held back.
+    p_inbound = keying.sas_for(7, L, P, 0xCE000007, []).inbound
+    kernel.fail_spi = p_inbound[1].spi
+    report = rec.reconcile(config, now=0)
+    kinds = [{type(op) for op in batch} for batch in kernel.batches]
+    assert kinds == [{AddSa}, {AddPolicy}, {AddLink}]  # SAs (both directions, both peers) first
+    assert len(kernel.batches[0]) == 10
+    assert [op for op, _ in report.failed] == [AddSa(p_inbound[1])]
+    assert "File exists" in report.failed[0][1]
+    assert rec.backoff[P].failures == 1
+    assert all(
+        P not in (op.policy.src, op.policy.dst) for op in kernel.batches[1] if isinstance(op, AddPolicy)
+    )
+    assert {link.remote for link in kernel.state.links} == {Q}
+    assert [e[0] for e in hooks.events] == ["up"]
+    kernel.fail_spi = None
+    kernel.batches.clear()
+    rec.reconcile(config, now=5)  # P's next try: only what P misses
+    assert [len(b) for b in kernel.batches] == [1, 2, 1]
+    assert {link.remote for link in kernel.state.links} == {P, Q}
+    assert rec.backoff[P].failures == 0
+    kernel.batches.clear()
+    rec.reconcile(RuntimeConfig(L, (VpnConfig(7, frozenset()),)), now=6)
+    kinds = [{type(op) for op in batch} for batch in kernel.batches]
+    assert kinds == [{DelLink}, {DelPolicy}, {DelSa}]  # the reverse order when tearing down
+    assert kernel.state == KernelState()
