@@ -14,6 +14,13 @@ load from elsewhere hits them alike) until drops reach 1% twice in a row; the fi
 the highest achieved exchange rate with drops under 1% (perfdhcp's "Rate:" line), and the
 peak achieved rate at any drop ratio is printed too (capacity under overload). perfdhcp cannot
 authenticate, so auth "optional" measures the policy check path, not HMACs.
+
+With authentication on, ``benchmarks/auth_load.py`` (the same relay-mode exchange at a fixed
+offered rate, signing every REQUEST and checking the MAC of every reply) drives our server,
+whose store holds one CE with its own key per simulated client; the same generator without
+authentication drives Kea and our server with authentication off, so the ratio is taken
+generator for generator, and the perfdhcp and auth_load figures for the same server show
+whether the generator itself was the limit.
 """
 
 from __future__ import annotations
@@ -27,13 +34,22 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "tests" / "netns"))
+sys.path.append(str(ROOT / "benchmarks"))
+from auth_load import SECRET_ID_BASE, client_key, client_mac  # noqa: E402
 from netns import Lab, Namespace, Process, wait_for  # noqa: E402
 
+from dhcp_server.engine import ServerEngine  # noqa: E402
+from dhcp_server.model import CeRecord, ClientKey, ServerConfig, SubnetConfig  # noqa: E402
+from dhcp_server.sqlite_store import SqliteStore  # noqa: E402
+
 SERVE = ROOT / "tests" / "server" / "interop" / "serve.py"
+AUTH_LOAD = ROOT / "benchmarks" / "auth_load.py"
+CLIENTS = 50000
 SERVER, GENERATOR = "10.77.0.1", "10.77.0.2"
 POOL = "10.77.1.0-10.77.255.254"
 
@@ -72,14 +88,36 @@ def kea_config(workdir: Path) -> dict[str, object]:
     }
 
 
-def start_ours(srv: Namespace, workdir: Path, auth: str) -> Process:
+def prepare_ces(path: Path, clients: int) -> None:
+    """A store holding one CE per simulated client (its key, as auth_load derives it) and no lease:
+    what an ISP's database looks like before its CEs boot."""
+    subnet = SubnetConfig(network=IPv4Network("10.77.0.0/16"), pools=())
+    engine = ServerEngine(ServerConfig(server_id=IPv4Address(SERVER), subnets=(subnet,)))
+    writes = []
+    for i in range(clients):
+        ce = CeRecord(f"ce{i}", ClientKey.from_hardware(1, client_mac(i)), SECRET_ID_BASE + i, frozenset())
+        writes += engine.put_ce(ce, client_key(i), 0).writes
+    store = SqliteStore(path)
+    try:
+        store.commit(writes)
+    finally:
+        store.close()
+
+
+def start_ours(
+    srv: Namespace, workdir: Path, auth: str, ces: Path | None = None, *, quarantine: bool = False
+) -> Process:
+    """Our server on a fresh store (a copy of ``ces`` if given). perfdhcp resends the same
+    client's messages in bursts, so quarantine is off for it; auth_load runs with it on."""
     store = workdir / f"ours-{auth}.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
+    if ces is not None:
+        shutil.copyfile(ces, store)
     server = srv.start(
         "taskset", "-c", "1", sys.executable, str(SERVE), "--store", str(store),
         "--network", "10.77.0.0/16", "--pool", POOL, "--server-id", SERVER,
-        "--auth", auth, "--no-quarantine",
+        "--auth", auth, *([] if quarantine else ["--no-quarantine"]),
         name=f"ours-{auth}",
     )  # fmt: skip
     wait_for(lambda: "READY" in server.log() or not server.running(), 20, what="our server")
@@ -108,34 +146,58 @@ def start_kea(srv: Namespace, workdir: Path) -> Process:
 
 def perfdhcp(gen: Namespace, rate: int, seconds: int) -> Run:
     argv = ["taskset", "-c", "0", "perfdhcp", "-4", "-g", "single", "-l", GENERATOR, "-r", str(rate)]
-    argv += ["-R", "50000", "-p", str(seconds), "-W", "1000000", "-s", "42", "-t", str(seconds), SERVER]
-    out = gen.run(*argv, timeout=seconds + 60, check=False).stdout
+    argv += ["-R", str(CLIENTS), "-p", str(seconds), "-W", "1000000", "-s", "42", "-t", str(seconds), SERVER]
+    return parse_report(rate, gen.run(*argv, timeout=seconds + 60, check=False).stdout)
+
+
+def auth_load(gen: Namespace, rate: int, seconds: int, *, auth: bool) -> Run:
+    argv = ["taskset", "-c", "0", sys.executable, str(AUTH_LOAD), SERVER, "--relay", GENERATOR]
+    argv += ["--rate", str(rate), "--seconds", str(seconds), "--clients", str(CLIENTS)]
+    argv += ["--auth"] if auth else []
+    out = gen.run(*argv, timeout=seconds + 120, check=False).stdout
+    if auth and "replies failing authentication: 0" not in out:
+        raise RuntimeError(f"replies that fail authentication:\n{out}")
+    return parse_report(rate, out)
+
+
+def parse_report(rate: int, out: str) -> Run:
     achieved = float(re.search(r"Rate: ([0-9.]+)", out).group(1)) if "Rate:" in out else 0.0  # type: ignore[union-attr]
     drops = [float(x) for x in re.findall(r"drops ratio: ([0-9.]+)", out)]
     non_unique = sum(int(x) for x in re.findall(r"non unique addresses: (\d+)", out))
     return Run(rate, achieved, max(drops) if drops else 100.0, non_unique)
 
 
+Load = Callable[[Namespace, int, int], Run]
+
+
+@dataclass
+class Contender:
+    name: str
+    start: Callable[[], Process]
+    load: Load
+    peer: str  # the Kea row this one is compared with (same generator)
+
+
 def measure_interleaved(
-    contenders: list[tuple[str, Callable[[], Process]]], gen: Namespace, rates: list[int], seconds: int
+    contenders: list[Contender], gen: Namespace, rates: list[int], seconds: int
 ) -> list[Result]:
     """At each offered rate every contender runs once, back to back, so a burst of load on
     the machine hits them alike; a contender stops after two rates in a row at >= 1% drops."""
-    results = [Result(name, []) for name, _ in contenders]
+    results = [Result(c.name, []) for c in contenders]
     failures = [0] * len(contenders)
     for rate in rates:
-        for index, (name, start) in enumerate(contenders):
+        for index, contender in enumerate(contenders):
             if failures[index] >= 2:
                 continue
-            server = start()  # an empty lease store for every run
+            server = contender.start()  # an empty lease store for every run
             try:
-                run = perfdhcp(gen, rate, seconds)
+                run = contender.load(gen, rate, seconds)
             finally:
                 server.stop()
             results[index].runs.append(run)
             failures[index] = failures[index] + 1 if run.drops >= 1.0 else 0
             print(
-                f"  {name:<22} offered {rate:>6}/s  achieved {run.achieved:>9.1f}/s  "
+                f"  {contender.name:<40} offered {rate:>6}/s  achieved {run.achieved:>9.1f}/s  "
                 f"drops {run.drops:6.3f}%  non-unique {run.non_unique}",
                 flush=True,
             )
@@ -144,14 +206,36 @@ def measure_interleaved(
     return results
 
 
+def table(contenders: list[Contender], results: list[Result]) -> None:
+    by_name = {r.name: r for r in results}
+    print(
+        "\n| server (generator) | max 4-way exchanges/s (< 1% drops) | vs Kea "
+        "| peak achieved (any drops) | vs Kea |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for contender, result in zip(contenders, results, strict=True):
+        peer = by_name[contender.peer]
+        kea, kea_peak = peer.best, max((r.achieved for r in peer.runs), default=0.0)
+        best = result.best
+        figure = f"{best.achieved:,.0f}" if best else "n/a"
+        ratio = f"{best.achieved / kea.achieved:.0%}" if best and kea and kea.achieved else "n/a"
+        peak = max((r.achieved for r in result.runs), default=0.0)
+        peak_ratio = f"{peak / kea_peak:.0%}" if kea_peak else "n/a"
+        print(f"| {result.name} | {figure} | {ratio} | {peak:,.0f} | {peak_ratio} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rates", default="1000,2000,3000,4000,6000,8000,12000,16000,20000,24000")
+    parser.add_argument(
+        "--generators", default="perfdhcp,auth_load", help="perfdhcp, auth_load or both (comma-separated)"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
+    generators = set(args.generators.split(","))
     with tempfile.TemporaryDirectory(prefix="cea-bench-") as tmp:
         workdir = Path(tmp)
         lab = Lab(workdir)
@@ -160,25 +244,51 @@ def main() -> int:
             lab.link(srv, gen, a_address=f"{SERVER}/16", b_address=f"{GENERATOR}/16")
             lab.neighbour(srv, GENERATOR, lab.mac(gen))
             lab.neighbour(gen, SERVER, lab.mac(srv))
-            contenders: list[tuple[str, Callable[[], Process]]] = [
-                ("ours, auth off", lambda: start_ours(srv, workdir, "off")),
-                ("ours, auth optional", lambda: start_ours(srv, workdir, "optional")),
-                ("kea memfile 1 thread", lambda: start_kea(srv, workdir)),
-            ]
+            contenders: list[Contender] = []
+            if "perfdhcp" in generators:
+                kea = "Kea memfile 1 thread (perfdhcp)"
+                contenders += [
+                    Contender(
+                        "ours, auth off (perfdhcp)", lambda: start_ours(srv, workdir, "off"), perfdhcp, kea
+                    ),
+                    Contender(
+                        "ours, auth optional (perfdhcp)",
+                        lambda: start_ours(srv, workdir, "optional"),
+                        perfdhcp,
+                        kea,
+                    ),
+                    Contender(kea, lambda: start_kea(srv, workdir), perfdhcp, kea),
+                ]
+            if "auth_load" in generators:
+                ces = workdir / "ces.sqlite"
+                prepare_ces(ces, CLIENTS)
+                kea = "Kea memfile 1 thread (auth_load, unsigned)"
+
+                def signed(g: Namespace, rate: int, seconds: int) -> Run:
+                    return auth_load(g, rate, seconds, auth=True)
+
+                def unsigned(g: Namespace, rate: int, seconds: int) -> Run:
+                    return auth_load(g, rate, seconds, auth=False)
+
+                contenders += [
+                    Contender(
+                        "ours, auth required (auth_load, signed)",
+                        lambda: start_ours(srv, workdir, "required", ces, quarantine=True),
+                        signed,
+                        kea,
+                    ),
+                    Contender(
+                        "ours, auth off (auth_load, unsigned)",
+                        lambda: start_ours(srv, workdir, "off"),
+                        unsigned,
+                        kea,
+                    ),
+                    Contender(kea, lambda: start_kea(srv, workdir), unsigned, kea),
+                ]
             results = measure_interleaved(contenders, gen, rates, args.seconds)
         finally:
             lab.close()
-    kea = results[-1].best
-    kea_peak = max((r.achieved for r in results[-1].runs), default=0.0)
-    print("\n| server | max 4-way exchanges/s (< 1% drops) | vs Kea | peak achieved (any drops) | vs Kea |")
-    print("|---|---:|---:|---:|---:|")
-    for result in results:
-        best = result.best
-        figure = f"{best.achieved:,.0f}" if best else "n/a"
-        ratio = f"{best.achieved / kea.achieved:.0%}" if best and kea and kea.achieved else "n/a"
-        peak = max((r.achieved for r in result.runs), default=0.0)
-        peak_ratio = f"{peak / kea_peak:.0%}" if kea_peak else "n/a"
-        print(f"| {result.name} | {figure} | {ratio} | {peak:,.0f} | {peak_ratio} |")
+    table(contenders, results)
     return 0
 
 
