@@ -7,6 +7,8 @@ events are wired in::
      "vpns": [{"vpn_id": 7, "peers": ["192.0.2.2"], "secret_file": "vpn7.key",
                "routes": [["10.2.0.0/24", "192.0.2.2"]], "table": 254}]}
 
+``"vrf": "NAME"`` (with ``"table"`` other than 254) puts the VPN's tunnels into that VRF (section 2.2).
+
 ``secret_file`` holds the VPN's pre-shared secret in hex and must not be readable by others.
 """
 
@@ -74,6 +76,7 @@ def load_config(path: Path) -> tuple[RuntimeConfig, dict[int, bytes]]:
                 peers=frozenset(IPv4Address(p) for p in v.get("peers", [])),
                 routes=tuple((IPv4Network(r[0]), IPv4Address(r[1])) for r in v.get("routes", [])),
                 table=int(v.get("table", 254)),
+                vrf=v.get("vrf"),
             )
         )
         secrets[vpn_id] = _secret(path.parent / v["secret_file"])

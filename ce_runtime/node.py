@@ -84,6 +84,7 @@ class VpnSettings:
     secret: bytes = field(repr=False)
     routes: tuple[tuple[IPv4Network, IPv4Address], ...] = ()
     table: int = 254
+    vrf: str | None = None  # section 2.2: the VPN's tunnels in this VRF, bound to ``table``
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +148,7 @@ def load_node_settings(path: Path) -> NodeSettings:
     timing: dict[str, Any] = dict(data.get("timing", {}))
     unknown |= {f"timing.{k}" for k in set(timing) - _TIMING}
     for v in data.get("vpn", []):
-        unknown |= {f"vpn.{k}" for k in set(v) - {"id", "secret_file", "routes", "table"}}
+        unknown |= {f"vpn.{k}" for k in set(v) - {"id", "secret_file", "routes", "table", "vrf"}}
     if unknown:
         raise NodeError(f"{path}: unknown settings {sorted(unknown)}")
 
@@ -160,8 +161,15 @@ def load_node_settings(path: Path) -> NodeSettings:
         for v in data.get("vpn", []):
             vpn_id = int(v["id"])
             routes = tuple((IPv4Network(r["prefix"]), IPv4Address(r["peer"])) for r in v.get("routes", []))
+            vrf = v.get("vrf")
+            if vrf is not None and "table" not in v:
+                raise NodeError(f"VPN {vpn_id}: vrf = {vrf!r} needs its own table = N")
             vpns[vpn_id] = VpnSettings(
-                vpn_id, _secret_file(rel(v["secret_file"])), routes, int(v.get("table", 254))
+                vpn_id,
+                _secret_file(rel(v["secret_file"])),
+                routes,
+                int(v.get("table", 254)),
+                None if vrf is None else str(vrf),
             )
         hook = data.get("hook")
         return NodeSettings(
@@ -242,7 +250,7 @@ class NodeState:
                 for prefix, via in vs.routes
                 if via in mine and not any(a in prefix for a in provider)  # section 4: no leaks
             )
-            vpns.append(VpnConfig(vpn_id, mine, routes, vs.table))
+            vpns.append(VpnConfig(vpn_id, mine, routes, vs.table, vs.vrf))
         return RuntimeConfig(local, tuple(vpns), settings.underlay_mtu)
 
 

@@ -35,6 +35,7 @@ from ce_runtime.model import (
     Ownership,
     RouteSpec,
     SetLink,
+    VrfSpec,
     plan,
 )
 from ce_runtime.xfrm import Direction, PolicySpec, SaSpec
@@ -52,6 +53,7 @@ __all__ = [
     "desired_state",
     "link_name",
     "tunnel_mtu",
+    "vrf_spec",
 ]
 
 log = logging.getLogger("ce_runtime")
@@ -83,10 +85,13 @@ class VpnConfig:
     peers: frozenset[IPv4Address]
     routes: tuple[tuple[IPv4Network, IPv4Address], ...] = ()  # (VPN prefix, peer CE)
     table: int = 254
+    vrf: str | None = None  # section 2.2: the VPN's links enslaved to this VRF, routes in its ``table``
 
     def __post_init__(self) -> None:
         if not 0 <= self.vpn_id < 1 << 24:
             raise ValueError(f"VPN id {self.vpn_id}: 24 bits (it is part of our reqid)")
+        if self.vrf is not None:
+            vrf_spec(self.vrf, self.table)  # raises on a reserved table or a bad name
         for _, peer in self.routes:
             if peer not in self.peers:
                 raise ValueError(f"VPN {self.vpn_id}: route through {peer}, which is not a peer")
@@ -108,6 +113,15 @@ class RuntimeConfig:
             provider |= vpn.peers
         if self.local in seen:
             raise ValueError("this CE is listed as its own peer")
+        tables: dict[str, int] = {}
+        for vpn in self.vpns:
+            if vpn.vrf is not None and tables.setdefault(vpn.vrf, vpn.table) != vpn.table:
+                raise ValueError(f"VRF {vpn.vrf}: two tables ({tables[vpn.vrf]}, {vpn.table})")
+        if len(set(tables.values())) != len(tables):
+            raise ValueError(f"two VRFs share a routing table: {tables}")
+        for vpn in self.vpns:
+            if vpn.vrf is None and vpn.table in tables.values():
+                raise ValueError(f"VPN {vpn.vpn_id}: table {vpn.table} belongs to a VRF")
         for vpn in self.vpns:
             for prefix, _ in vpn.routes:
                 # Section 4: no route between VPN space and provider space. A VPN prefix covering a
@@ -117,6 +131,11 @@ class RuntimeConfig:
                     raise ValueError(f"VPN {vpn.vpn_id}: route {prefix} covers provider addresses {leaked}")
 
 
+def vrf_spec(name: str, table: int) -> VrfSpec:
+    """Our VRF device ``name`` bound to ``table``, marked as ours by its alias."""
+    return VrfSpec(name, table, f"{ALIAS_PREFIX}vrf table={table}")
+
+
 def desired_state(
     config: RuntimeConfig, keying: Keying, actual_sas: Collection[SaSpec], owner: Ownership
 ) -> KernelState:
@@ -124,9 +143,12 @@ def desired_state(
     sas: set[SaSpec] = set()
     policies: set[PolicySpec] = set()
     routes: set[RouteSpec] = set()
+    vrfs: set[VrfSpec] = set()
     mtu = tunnel_mtu(config.underlay_mtu)
     local = config.local
     for vpn in config.vpns:
+        if vpn.vrf is not None and vpn.peers:
+            vrfs.add(vrf_spec(vpn.vrf, vpn.table))  # only while a VPN has tunnels to put in it
         reqid = owner.reqid_base | vpn.vpn_id
         for peer in vpn.peers:
             pair = keying.sas_for(vpn.vpn_id, local, peer, reqid, actual_sas)
@@ -135,11 +157,20 @@ def desired_state(
             policies.add(PolicySpec(local, peer, Direction.OUT, reqid, owner.priority))
             policies.add(PolicySpec(peer, local, Direction.IN, reqid, owner.priority))
             links.add(
-                LinkSpec(link_name(peer), local, peer, mtu, f"{ALIAS_PREFIX}vpn={vpn.vpn_id} peer={peer}")
+                LinkSpec(
+                    link_name(peer),
+                    local,
+                    peer,
+                    mtu,
+                    f"{ALIAS_PREFIX}vpn={vpn.vpn_id} peer={peer}",
+                    vrf=vpn.vrf,
+                )
             )
         for prefix, peer in vpn.routes:
             routes.add(RouteSpec(prefix, link_name(peer), vpn.table))
-    return KernelState(frozenset(links), frozenset(sas), frozenset(policies), frozenset(routes))
+    return KernelState(
+        frozenset(links), frozenset(sas), frozenset(policies), frozenset(routes), frozenset(vrfs)
+    )
 
 
 class KernelPort(Protocol):

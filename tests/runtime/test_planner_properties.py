@@ -1,7 +1,9 @@
 """The planner against a model kernel: random desired x actual states (ours and foreign objects).
 
 Applying the plan yields exactly the desired objects among ours, leaves every foreign object as
-it was, and a second plan is empty (idempotence).
+it was, and a second plan is empty (idempotence). VRF devices (section 2.2) are in the mix: ours
+(links enslaved to them, routes in their tables), foreign ones, and ours with someone else's
+device (a LAN interface) enslaved, which is never deleted.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from ce_runtime.model import (
     AddLink,
     AddPolicy,
     AddSa,
+    AddVrf,
     DelSa,
+    DelVrf,
     KernelState,
     LinkSpec,
     Ownership,
     RouteSpec,
+    VrfSpec,
     apply_to_model,
     plan,
 )
-from ce_runtime.runtime import link_name, tunnel_mtu
+from ce_runtime.runtime import link_name, tunnel_mtu, vrf_spec
 from ce_runtime.xfrm import Direction, PolicySpec, SaSpec
 
 OWNER = Ownership()
@@ -34,6 +39,14 @@ FOREIGN_PEERS = [IPv4Address(f"198.51.100.{i}") for i in range(2, 6)]
 
 peers = st.sampled_from(PEERS)
 keys = st.binary(min_size=36, max_size=36)
+VRF_NAMES = ["vpnA", "vpnB"]
+# Our VRFs: a name, one of two tables (a table change replaces the device), up or down.
+our_vrfs = st.builds(
+    lambda name, table, up: VrfSpec(name, table, f"ce-autoconf vrf table={table}", up),
+    st.sampled_from(VRF_NAMES),
+    st.sampled_from([1001, 1002]),
+    st.booleans(),
+)
 
 
 @st.composite
@@ -51,33 +64,68 @@ def owned_pair(draw: st.DrawFn, peer: IPv4Address) -> KernelState:
     name = link_name(peer)
     mtu = draw(st.sampled_from([tunnel_mtu(1500), 1400]))
     alias = f"ce-autoconf vpn={reqid & 0xFF} peer={peer}"
-    link = LinkSpec(name, LOCAL, peer, mtu, alias, up=draw(st.booleans()))
-    routes = {RouteSpec(IPv4Network(f"10.{peer.packed[3]}.0.0/24"), name)} if draw(st.booleans()) else set()
-    return KernelState(frozenset({link}), frozenset(sas), frozenset(policies), frozenset(routes))
+    vrf = draw(st.none() | our_vrfs)
+    link = LinkSpec(
+        name, LOCAL, peer, mtu, alias, up=draw(st.booleans()), vrf=None if vrf is None else vrf.name
+    )
+    table = 254 if vrf is None else vrf.table
+    routes = (
+        {RouteSpec(IPv4Network(f"10.{peer.packed[3]}.0.0/24"), name, table)} if draw(st.booleans()) else set()
+    )
+    vrfs = frozenset() if vrf is None else frozenset({vrf})
+    return KernelState(frozenset({link}), frozenset(sas), frozenset(policies), frozenset(routes), vrfs)
 
 
 @st.composite
 def owned_state(draw: st.DrawFn) -> KernelState:
     chosen = draw(st.sets(peers, max_size=len(PEERS)))
     parts = [draw(owned_pair(p)) for p in sorted(chosen)]
+    # One device per VRF name (the first drawn wins), links and routes follow it; sometimes an
+    # extra VRF of ours that no link uses (left over, to be removed).
+    vrfs = {v.name: v for p in parts for v in p.vrfs}
+    vrfs.update({v.name: v for v in draw(st.lists(our_vrfs, max_size=1)) if v.name not in vrfs})
+    routes = {
+        RouteSpec(r.dst, r.link, vrfs[link.vrf].table if link.vrf else 254)
+        for p in parts
+        for link in p.links
+        for r in p.routes
+    }
     return KernelState(
         frozenset(x for p in parts for x in p.links),
         frozenset(x for p in parts for x in p.sas),
         frozenset(x for p in parts for x in p.policies),
-        frozenset(x for p in parts for x in p.routes),
+        frozenset(routes),
+        frozenset(vrfs.values()),
     )
+
+
+@st.composite
+def actual_ours(draw: st.DrawFn) -> KernelState:
+    """Our objects as dumped: a VRF of ours may also hold someone else's device (the LAN's)."""
+    state = draw(owned_state())
+    lan = draw(st.sets(st.sampled_from(VRF_NAMES)))
+    vrfs = frozenset(
+        VrfSpec(v.name, v.table, v.alias, v.up, slaves=frozenset({"lan0"}) if v.name in lan else frozenset())
+        for v in state.vrfs
+    )
+    return KernelState(state.links, state.sas, state.policies, state.routes, vrfs)
 
 
 @st.composite
 def foreign_state(draw: st.DrawFn) -> KernelState:
     """Objects that are not ours: other reqids, other priorities, links without our alias or prefix."""
     links, sas, policies = set(), set(), set()
+    vrfs = {
+        VrfSpec("red", 10, "", slaves=frozenset({"tun0"})),  # someone else's VRF, with someone else's link
+        VrfSpec("blue", 1001, "ce-autoconf? no", up=False),  # our table even: not ours without our alias
+    }
+    vrfs = set(draw(st.sets(st.sampled_from(sorted(vrfs, key=repr)))))
     for i, peer in enumerate(draw(st.sets(st.sampled_from(FOREIGN_PEERS)))):
         links.add(
             draw(
                 st.sampled_from(
                     [
-                        LinkSpec(f"tun{i}", LOCAL, peer, 1480, ""),
+                        LinkSpec(f"tun{i}", LOCAL, peer, 1480, "", vrf="red" if vrfs else None),
                         LinkSpec(f"ce-x{i}", LOCAL, peer, 1480, "someone else"),  # our prefix, not our alias
                         LinkSpec(
                             f"gre{i}", LOCAL, peer, 1480, "ce-autoconf vpn=1"
@@ -103,22 +151,35 @@ def foreign_state(draw: st.DrawFn) -> KernelState:
                 )
             )
         )
-    return KernelState(frozenset(links), frozenset(sas), frozenset(policies))
+    return KernelState(frozenset(links), frozenset(sas), frozenset(policies), vrfs=frozenset(vrfs))
 
 
 def _union(a: KernelState, b: KernelState) -> KernelState:
-    return KernelState(a.links | b.links, a.sas | b.sas, a.policies | b.policies, a.routes | b.routes)
+    return KernelState(
+        a.links | b.links, a.sas | b.sas, a.policies | b.policies, a.routes | b.routes, a.vrfs | b.vrfs
+    )
 
 
-@settings(max_examples=300, deadline=None)
-@given(owned_state(), owned_state(), foreign_state())
+@settings(max_examples=400, deadline=None)
+@given(owned_state(), actual_ours(), foreign_state())
 def test_plan_converges_and_spares_foreign_objects(
     desired: KernelState, ours: KernelState, foreign: KernelState
 ) -> None:
     actual = _union(ours, foreign)
     ops = plan(desired, actual, OWNER)
     after = apply_to_model(actual, ops)
-    assert after == _union(desired, foreign)
+    # A VRF of ours holding someone else's device stays as it is when it is no longer wanted
+    # (or wanted with another table): deleting it would release that device into provider space.
+    want = {v.name: v for v in desired.vrfs}
+    held = {v for v in ours.vrfs if v.slaves and (v.name not in want or want[v.name].shape != v.shape)}
+    expected_vrfs = frozenset(v for v in desired.vrfs if v.name not in {h.name for h in held}) | held
+    expected = _union(desired, foreign)
+    assert after == KernelState(expected.links, expected.sas, expected.policies, expected.routes,
+                                expected_vrfs | foreign.vrfs)  # fmt: skip
+    assert {v.name: v.shape for v in after.vrfs if v in foreign.vrfs} == {
+        v.name: v.shape for v in foreign.vrfs
+    }
+    assert not any(isinstance(op, (AddVrf, DelVrf)) and op.vrf in foreign.vrfs for op in ops)
     assert plan(desired, after, OWNER) == []
 
 
@@ -149,3 +210,67 @@ def test_refuses_to_create_what_it_would_not_recognise() -> None:
     foreign_sa = SaSpec(LOCAL, PEERS[0], 0x1000, 5, bytes(36))
     with pytest.raises(ValueError, match="recognised"):
         plan(KernelState(sas=frozenset({foreign_sa})), KernelState(), OWNER)
+
+
+def test_vrf_created_before_its_links_and_deleted_after_them() -> None:
+    vrf = vrf_spec("vpn7", 1007)
+    link = LinkSpec(link_name(PEERS[0]), LOCAL, PEERS[0], 1446, "ce-autoconf vpn=7 peer=x", vrf="vpn7")
+    route = RouteSpec(IPv4Network("10.2.0.0/24"), link.name, 1007)
+    desired = KernelState(links=frozenset({link}), routes=frozenset({route}), vrfs=frozenset({vrf}))
+    ops = plan(desired, KernelState(), OWNER)
+    assert [type(op).__name__ for op in ops] == ["AddVrf", "AddLink", "AddRoute"]
+    down = plan(KernelState(), desired, OWNER)
+    assert [type(op).__name__ for op in down] == ["DelLink", "DelVrf"]
+
+
+def test_moving_a_link_into_a_vrf_moves_its_routes() -> None:
+    plain = LinkSpec(link_name(PEERS[0]), LOCAL, PEERS[0], 1446, "ce-autoconf vpn=7 peer=x")
+    in_vrf = LinkSpec(plain.name, LOCAL, PEERS[0], 1446, plain.alias, vrf="vpn7")
+    main = RouteSpec(IPv4Network("10.2.0.0/24"), plain.name)
+    vrf_route = RouteSpec(main.dst, plain.name, 1007)
+    before = KernelState(links=frozenset({plain}), routes=frozenset({main}))
+    desired = KernelState(
+        links=frozenset({in_vrf}), routes=frozenset({vrf_route}), vrfs=frozenset({vrf_spec("vpn7", 1007)})
+    )
+    ops = plan(desired, before, OWNER)
+    assert [type(op).__name__ for op in ops] == ["DelRoute", "AddVrf", "SetLink", "AddRoute"]
+    assert apply_to_model(before, ops) == desired
+
+
+def test_a_rekey_adds_the_new_outbound_sa_before_removing_the_old() -> None:
+    old = SaSpec(LOCAL, PEERS[0], 0x80001000, OWNER.reqid_base, bytes(36))
+    new = SaSpec(LOCAL, PEERS[0], 0x80002000, OWNER.reqid_base, b"\x01" * 36)
+    assert plan(KernelState(sas=frozenset({new})), KernelState(sas=frozenset({old})), OWNER) == [
+        AddSa(new),
+        DelSa(old),
+    ]
+
+
+def test_a_vrf_table_change_recreates_the_vrf_and_re_adds_the_routes() -> None:
+    link = LinkSpec(link_name(PEERS[0]), LOCAL, PEERS[0], 1446, "ce-autoconf vpn=7 peer=x", vrf="vpn7")
+    dst = IPv4Network("10.2.0.0/24")
+    before = KernelState(
+        links=frozenset({link}),
+        routes=frozenset({RouteSpec(dst, link.name, 1007)}),
+        vrfs=frozenset({vrf_spec("vpn7", 1007)}),
+    )
+    desired = KernelState(
+        links=frozenset({link}),
+        routes=frozenset({RouteSpec(dst, link.name, 1008)}),
+        vrfs=frozenset({vrf_spec("vpn7", 1008)}),
+    )
+    ops = plan(desired, before, OWNER)
+    assert [type(op).__name__ for op in ops] == ["DelRoute", "DelVrf", "AddVrf", "SetLink", "AddRoute"]
+    assert apply_to_model(before, ops) == desired
+    # Same table, same name, but the VRF is re-created: the released link's routes come back too.
+    same = KernelState(links=desired.links, routes=frozenset({RouteSpec(dst, link.name, 1007)}),
+                       vrfs=frozenset({VrfSpec("vpn7", 1007, "ce-autoconf vrf (older alias)")}))  # fmt: skip
+    target = KernelState(links=desired.links, routes=same.routes, vrfs=frozenset({vrf_spec("vpn7", 1007)}))
+    assert apply_to_model(same, plan(target, same, OWNER)) == target
+
+
+def test_an_unwanted_vrf_holding_the_lan_interface_is_left_alone() -> None:
+    ours = VrfSpec("vpn7", 1007, "ce-autoconf vrf table=1007", slaves=frozenset({"lan0"}))
+    assert plan(KernelState(), KernelState(vrfs=frozenset({ours})), OWNER) == []
+    alone = VrfSpec("vpn7", 1007, "ce-autoconf vrf table=1007")
+    assert plan(KernelState(), KernelState(vrfs=frozenset({alone})), OWNER) == [DelVrf(alone)]
