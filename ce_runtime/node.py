@@ -39,6 +39,18 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from ce_runtime.ike.state import RetryPolicy, TunnelEvent
+from ce_runtime.ike.wiring import (
+    IKE_FIELDS,
+    VPN_IKE_FIELDS,
+    IkeKeying,
+    IkeSettings,
+    IkeSettingsError,
+    IkeVpnAuth,
+    ike_settings,
+    restrict,
+    vpn_auth,
+)
 from ce_runtime.keying import EpochFile, Keying, StaticKeying
 from ce_runtime.liveness import Health, Liveness
 from ce_runtime.runtime import (
@@ -80,11 +92,18 @@ class NodeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class VpnSettings:
+    """One ``[[vpn]]``: ``secret`` for static keying, ``ike`` (keys or certificates) for IKE keying."""
+
     vpn_id: int
     secret: bytes = field(repr=False)
     routes: tuple[tuple[IPv4Network, IPv4Address], ...] = ()
     table: int = 254
     vrf: str | None = None  # section 2.2: the VPN's tunnels in this VRF, bound to ``table``
+    ike: IkeVpnAuth | None = None  # keying = "ike" (then ``secret`` is empty)
+
+    @property
+    def keying(self) -> str:
+        return "static" if self.ike is None else "ike"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +120,7 @@ class NodeSettings:
     dead_after: float = 7.0
     hello_port: int = HELLO_PORT
     backoff: Backoff = field(default_factory=Backoff)
+    ike: IkeSettings | None = None  # set when a VPN has keying = "ike"
 
 
 def _secret_file(path: Path) -> bytes:
@@ -124,7 +144,8 @@ def _secret_file(path: Path) -> bytes:
     return secret
 
 
-_KNOWN: Final = {"state_dir", "underlay_mtu", "hook", "timing", "vpn"}
+_KNOWN: Final = {"state_dir", "underlay_mtu", "hook", "timing", "vpn", "ike"}
+_VPN_FIELDS: Final = {"id", "secret_file", "routes", "table", "vrf"} | VPN_IKE_FIELDS
 _TIMING: Final = {
     "debounce",
     "interval",
@@ -148,7 +169,8 @@ def load_node_settings(path: Path) -> NodeSettings:
     timing: dict[str, Any] = dict(data.get("timing", {}))
     unknown |= {f"timing.{k}" for k in set(timing) - _TIMING}
     for v in data.get("vpn", []):
-        unknown |= {f"vpn.{k}" for k in set(v) - {"id", "secret_file", "routes", "table", "vrf"}}
+        unknown |= {f"vpn.{k}" for k in set(v) - _VPN_FIELDS}
+    unknown |= {f"ike.{k}" for k in set(data.get("ike", {})) - IKE_FIELDS}
     if unknown:
         raise NodeError(f"{path}: unknown settings {sorted(unknown)}")
 
@@ -160,20 +182,34 @@ def load_node_settings(path: Path) -> NodeSettings:
         vpns: dict[int, VpnSettings] = {}
         for v in data.get("vpn", []):
             vpn_id = int(v["id"])
+            where = f"[[vpn]] id = {vpn_id}"
+            if vpn_id in vpns:
+                raise NodeError(f"{where}: listed twice")
             routes = tuple((IPv4Network(r["prefix"]), IPv4Address(r["peer"])) for r in v.get("routes", []))
             vrf = v.get("vrf")
             if vrf is not None and "table" not in v:
                 raise NodeError(f"VPN {vpn_id}: vrf = {vrf!r} needs its own table = N")
-            vpns[vpn_id] = VpnSettings(
-                vpn_id,
-                _secret_file(rel(v["secret_file"])),
-                routes,
-                int(v.get("table", 254)),
-                None if vrf is None else str(vrf),
-            )
+            table, vrf = int(v.get("table", 254)), None if vrf is None else str(vrf)
+            keying = v.get("keying", "static")
+            if keying == "static":
+                extra = sorted(set(v) & (VPN_IKE_FIELDS - {"keying"}))
+                if extra:
+                    raise NodeError(f'{where}: {", ".join(extra)} only with keying = "ike"')
+                if "secret_file" not in v:
+                    raise NodeError(f'{where}: static keying needs secret_file (or keying = "ike")')
+                vpns[vpn_id] = VpnSettings(vpn_id, _secret_file(rel(v["secret_file"])), routes, table, vrf)
+            elif keying == "ike":
+                auth = vpn_auth(v, where, rel)
+                vpns[vpn_id] = VpnSettings(vpn_id, b"", routes, table, vrf, ike=auth)
+            else:
+                raise NodeError(f'{where}.keying: "static" or "ike", not {keying!r}')
         hook = data.get("hook")
+        state_dir = rel(data.get("state_dir", "runtime-state"))
+        ike = None
+        if "ike" in data or any(vs.ike is not None for vs in vpns.values()):
+            ike = ike_settings(data.get("ike", {}), "[ike]", rel, state_dir)
         return NodeSettings(
-            state_dir=rel(data.get("state_dir", "runtime-state")),
+            state_dir=state_dir,
             vpns=vpns,
             underlay_mtu=int(data.get("underlay_mtu", 1500)),
             hook=None if hook is None else str(rel(hook)),
@@ -187,8 +223,9 @@ def load_node_settings(path: Path) -> NodeSettings:
                 max_interval=float(timing.get("max_retry", 300.0)),
                 alarm_after=int(timing.get("alarm_after", 6)),
             ),
+            ike=ike,
         )
-    except NodeError as exc:
+    except (NodeError, IkeSettingsError) as exc:
         raise NodeError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise NodeError(f"{path}: {type(exc).__name__}: {exc}") from None
@@ -250,7 +287,7 @@ class NodeState:
                 for prefix, via in vs.routes
                 if via in mine and not any(a in prefix for a in provider)  # section 4: no leaks
             )
-            vpns.append(VpnConfig(vpn_id, mine, routes, vs.table, vs.vrf))
+            vpns.append(VpnConfig(vpn_id, mine, routes, vs.table, vs.vrf, ike=vs.ike is not None))
         return RuntimeConfig(local, tuple(vpns), settings.underlay_mtu)
 
 
@@ -357,8 +394,12 @@ class TunnelNode:
         hello: HelloPort | None = None,
         clock: Callable[[], float] = time.monotonic,
         emit: Callable[[dict[str, Any]], None] | None = None,
+        ike: IkeKeying | None = None,
     ) -> None:
         self.settings = settings
+        self._ike = ike
+        self._ike_peers: frozenset[IPv4Address] = frozenset()  # desired peers of IKE-keyed VPNs
+        self._ike_up: set[IPv4Address] = set()  # told "up" (hooks), not yet "down"
         self.state = NodeState()
         self._kernel_factory = kernel_factory
         self._kernel: NodeKernel | None = None
@@ -377,6 +418,7 @@ class TunnelNode:
             "dead_reports": 0,
             "repairs": 0,
             "alarms": 0,
+            "ike_failures": 0,
         }
         self.indexes: dict[IPv4Address, int] = {}
         self._vpn_of: dict[IPv4Address, int] = {}
@@ -418,8 +460,20 @@ class TunnelNode:
                 self._kernel, self._keying, self._hooks, backoff=self.settings.backoff
             )
         assert self.reconciler is not None
-        effective = config or RuntimeConfig(IPv4Address(0))  # no address: nothing is desired
+        keyed = config
+        if self._ike is not None:
+            self._ike.supervise()
+            keyed = self._ike.before(config)  # new connections first: their trap policies exist
+        effective = keyed or RuntimeConfig(IPv4Address(0))  # no address: nothing is desired
         report = self.reconciler.reconcile(effective, now)
+        if self._ike is not None and self._ike.after(config, report):
+            # Connections loaded only now (our address changed): their links in a second pass.
+            keyed = self._ike.before(config)
+            first = report
+            effective = keyed or RuntimeConfig(IPv4Address(0))
+            report = self.reconciler.reconcile(effective, now)
+            report.applied[:0] = first.applied
+            report.failed[:0] = first.failed
         failed = set(self.reconciler.backoff)  # peers with failures pending
         indexes: dict[IPv4Address, int] = {}
         for vpn in effective.vpns:
@@ -436,6 +490,14 @@ class TunnelNode:
 
     def close(self) -> None:
         def shut() -> None:
+            if self._ike is not None:
+                stop = self.settings.ike is not None and self.settings.ike.on_exit == "stop"
+                config = self.state.config(self.settings)
+                if stop and config is not None and self.reconciler is not None:
+                    # The IKE peers' links first: once charon is stopped their trap policies are gone.
+                    with contextlib.suppress(Exception):
+                        self.reconciler.reconcile(restrict(config, ()), self._clock())
+                self._ike.close(stop=stop)
             if self._kernel is not None:
                 close = getattr(self._kernel, "close", None)
                 if close is not None:
@@ -456,7 +518,10 @@ class TunnelNode:
         self.last_report = done.report
         self.indexes = done.indexes
         self._vpn_of = {} if config is None else {p: v.vpn_id for v in config.vpns for p in v.peers}
-        self.liveness.track(list(done.indexes), now)
+        self._ike_peers = frozenset() if config is None else frozenset(
+            p for v in config.vpns if v.ike for p in v.peers
+        )  # fmt: skip
+        self.liveness.track(self._tracked(), now)
         for peer, packets in done.inbound.items():
             self.liveness.counters(peer, packets, now)
         for op, why in done.report.failed:
@@ -484,22 +549,65 @@ class TunnelNode:
             else:
                 self.counters["hellos_refused"] += 1  # not through that peer's tunnel
 
+    def _tracked(self) -> list[IPv4Address]:
+        """The tunnels liveness watches: every static one with a link; an IKE one while charon has
+        its SAs up (before that, or after a failure, its state is the backend's, with its own
+        backoff and alarm; a hello would only trigger an acquire from the responding side)."""
+        if self._ike is None:
+            return list(self.indexes)
+        up = self._ike.up_peers()
+        return [p for p in self.indexes if p not in self._ike_peers or p in up]
+
+    def _ike_events(self, events: list[TunnelEvent]) -> None:
+        """The backend's events as the runtime's: hooks up/down/alarm, JSON TunnelFailed/TunnelRekeyed."""
+        for e in events:
+            link, peer = link_name(e.peer), e.peer
+            vpn = e.vpn_id if e.vpn_id >= 0 else self._vpn_of.get(peer, -1)
+            hook: str | None = None
+            if e.kind == "up":
+                self._ike_up.add(peer)
+                hook = "up"
+            elif e.kind in ("down", "removed") and peer in self._ike_up:
+                self._ike_up.discard(peer)
+                hook = "down"
+            elif e.kind == "alarm":
+                self.counters["alarms"] += 1
+                log.error("ce_runtime: ALARM tunnel %s to %s: IKE keeps failing (%s)", link, peer, e.detail)
+                hook = "alarm"
+            elif e.kind == "failed":
+                self.counters["ike_failures"] += 1
+                self._emit({"event": "TunnelFailed", "link": link, "vpn_id": vpn, "peer": str(peer),
+                            "detail": e.detail})  # fmt: skip
+            elif e.kind == "rekeyed" and e.spis is not None:
+                self._emit({"event": "TunnelRekeyed", "link": link, "vpn_id": vpn, "peer": str(peer),
+                            "spi_in": e.spis[0], "spi_out": e.spis[1]})  # fmt: skip
+            if hook is not None:
+                self._executor.submit(self._hooks.tunnel, hook, link, vpn, peer)
+
     def tick(self, now: float) -> bool:
         """Send hellos and check liveness; True if a repair round was asked for."""
         local = self.state.local
+        repair = False
+        if self._ike is not None:
+            self._ike_events(self._ike.events())
+            self.liveness.track(self._tracked(), now)
+            repair = self._ike.lost()  # the round restarts charon
+        tracked = set(self._tracked())
         if self._hello is not None and local is not None:
             for peer, ifindex in self.indexes.items():
+                if peer not in tracked:
+                    continue
                 try:
                     self._hello.send(local, peer, ifindex)
                     self.counters["hellos_sent"] += 1
                 except OSError as exc:
                     log.debug("ce_runtime: hello to %s: %s", peer, exc)
-        repair = False
         for t in self.liveness.check(now):
             link, vpn = link_name(t.peer), self._vpn_of.get(t.peer, -1)
             if t.event == "repair":
-                self.counters["repairs"] += 1
-                repair = True
+                if t.peer not in self._ike_peers:  # IKE: charon's DPD and the backend re-key, not us
+                    self.counters["repairs"] += 1
+                    repair = True
                 continue
             if t.event == "dead":
                 self.counters["dead_reports"] += 1
@@ -516,20 +624,36 @@ class TunnelNode:
     def status(self, now: float) -> dict[str, Any]:
         """Counters and per-tunnel health: what ``status.json`` holds."""
         reconciler = self.reconciler.counters if self.reconciler is not None else {}
-        tunnels = {
+        tunnels: dict[str, dict[str, Any]] = {
             str(peer): {
                 "link": link_name(peer),
                 "vpn_id": self._vpn_of.get(peer, -1),
+                "keying": "ike" if peer in self._ike_peers else "static",
                 "health": h.value,
                 "last_heard_ago": ago,
             }
             for peer, (h, ago) in sorted(self.liveness.snapshot(now).items())
         }
+        ike_counters: dict[str, int] = {}
+        if self._ike is not None:
+            # IKE peers without SAs are not watched by liveness; their state is the backend's.
+            for peer, st in self._ike.status().items():
+                entry = tunnels.setdefault(peer, {
+                    "link": link_name(IPv4Address(peer)), "vpn_id": st.get("vpn", -1), "keying": "ike",
+                    "health": Health.PENDING.value if st.get("phase") == "connecting" else Health.DEAD.value,
+                    "last_heard_ago": None,
+                })  # fmt: skip
+                entry["keying"] = "ike"
+                entry["ike"] = st
+            backend = self._ike.backend
+            ike_counters = {f"ike_{k}": v for k, v in self._ike.counters.items()}
+            if backend is not None:
+                ike_counters |= {f"ike_{k}": v for k, v in backend.counters.items()}
         alive = sum(1 for t in tunnels.values() if t["health"] == Health.ALIVE.value)
         return {
             "local": None if self.state.local is None else str(self.state.local),
-            "tunnels": tunnels,
-            "counters": {**reconciler, **self.counters, "tunnels_alive": alive,
+            "tunnels": dict(sorted(tunnels.items())),
+            "counters": {**reconciler, **self.counters, **ike_counters, "tunnels_alive": alive,
                          "tunnels_dead": sum(1 for t in tunnels.values() if t["health"] == "dead")},
         }  # fmt: skip
 
@@ -592,7 +716,8 @@ def build_node(settings: NodeSettings, emit: Callable[[dict[str, Any]], None]) -
     settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(settings.state_dir, 0o700)
     keying = StaticKeying(
-        {v.vpn_id: v.secret for v in settings.vpns.values()}, EpochFile(settings.state_dir / "epochs.json")
+        {v.vpn_id: v.secret for v in settings.vpns.values() if v.ike is None},
+        EpochFile(settings.state_dir / "epochs.json"),
     )
     lock = threading.Lock()
 
@@ -602,5 +727,33 @@ def build_node(settings: NodeSettings, emit: Callable[[dict[str, Any]], None]) -
 
     hooks = JsonHooks(locked_emit, ExecHooks(settings.hook))
     return TunnelNode(
-        settings, NetlinkKernel, keying, hooks, hello=HelloSocket(settings.hello_port), emit=locked_emit
+        settings,
+        NetlinkKernel,
+        keying,
+        hooks,
+        hello=HelloSocket(settings.hello_port),
+        emit=locked_emit,
+        ike=build_ike(settings),
+    )
+
+
+def build_ike(settings: NodeSettings) -> IkeKeying | None:
+    """IKE keying for the VPNs that ask for it: our own charon in ``[ike] run_dir``, or attached."""
+    auths = {v.vpn_id: v.ike for v in settings.vpns.values() if v.ike is not None}
+    if not auths or settings.ike is None:
+        return None
+    from ce_runtime.ike.charon import Charon, CharonSettings  # noqa: PLC0415
+    from ce_runtime.ike.vici_backend import ViciClient, XfrmRepair  # noqa: PLC0415
+
+    ike = settings.ike
+    certificates = any(a.cert is not None for a in auths.values())
+    charon = None if ike.attach else Charon(ike.run_dir, CharonSettings(certificates=certificates))
+    b = settings.backoff
+    return IkeKeying(
+        ike,
+        auths,
+        RetryPolicy(min_interval=b.min_interval, max_interval=b.max_interval, alarm_after=b.alarm_after),
+        charon=charon,
+        connect=ViciClient,
+        kernel=XfrmRepair(),
     )

@@ -86,6 +86,7 @@ class VpnConfig:
     routes: tuple[tuple[IPv4Network, IPv4Address], ...] = ()  # (VPN prefix, peer CE)
     table: int = 254
     vrf: str | None = None  # section 2.2: the VPN's links enslaved to this VRF, routes in its ``table``
+    ike: bool = False  # keyed by charon (ce_runtime.ike): links and routes here, no SA, no policy
 
     def __post_init__(self) -> None:
         if not 0 <= self.vpn_id < 1 << 24:
@@ -151,11 +152,12 @@ def desired_state(
             vrfs.add(vrf_spec(vpn.vrf, vpn.table))  # only while a VPN has tunnels to put in it
         reqid = owner.reqid_base | vpn.vpn_id
         for peer in vpn.peers:
-            pair = keying.sas_for(vpn.vpn_id, local, peer, reqid, actual_sas)
-            sas.add(pair.outbound)
-            sas.update(pair.inbound)
-            policies.add(PolicySpec(local, peer, Direction.OUT, reqid, owner.priority))
-            policies.add(PolicySpec(peer, local, Direction.IN, reqid, owner.priority))
+            if not vpn.ike:  # IKE: charon installs the SAs and policies (reqid/priority not ours)
+                pair = keying.sas_for(vpn.vpn_id, local, peer, reqid, actual_sas)
+                sas.add(pair.outbound)
+                sas.update(pair.inbound)
+                policies.add(PolicySpec(local, peer, Direction.OUT, reqid, owner.priority))
+                policies.add(PolicySpec(peer, local, Direction.IN, reqid, owner.priority))
             links.add(
                 LinkSpec(
                     link_name(peer),
@@ -273,6 +275,7 @@ class Reconciler:
         self.counters: dict[str, int] = {"applied": 0, "failed": 0, "alarms": 0, "reconciles": 0}
         batch: Callable[[Sequence[Op]], list[Exception | None]] | None = getattr(kernel, "apply_all", None)
         self._batch = batch
+        self._ike_last: frozenset[IPv4Address] = frozenset()  # the IKE peers of the last round
 
     def _phases(self, ops: list[Op]) -> Iterable[list[Op]]:
         """Runs of operations of one kind (the plan's order: deletes first, SAs before policies).
@@ -342,6 +345,9 @@ class Reconciler:
         desired = desired_state(config, self.keying, actual.sas, self.owner)
         self.keying.flush()  # new epochs are on disk before any SA of theirs is installed
         vpn_of = {peer: vpn.vpn_id for vpn in config.vpns for peer in vpn.peers}
+        # An IKE peer's up/down is charon's to tell (ce_runtime.ike.wiring), not its link's.
+        ike = frozenset(p for vpn in config.vpns if vpn.ike for p in vpn.peers)
+        quiet, self._ike_last = ike | self._ike_last, ike
         ops = plan(desired, actual, self.owner)
         failed_peers: set[IPv4Address] = set()
         touched: set[IPv4Address] = set()
@@ -368,9 +374,9 @@ class Reconciler:
                 if peer is not None:
                     touched.add(peer)
                 match op:
-                    case AddLink(link) if link.remote in vpn_of:
+                    case AddLink(link) if link.remote in vpn_of and link.remote not in quiet:
                         self.hooks.tunnel("up", link.name, vpn_of[link.remote], link.remote)
-                    case DelLink(link):
+                    case DelLink(link) if link.remote not in quiet:
                         self.hooks.tunnel("down", link.name, vpn_of.get(link.remote, -1), link.remote)
                     case _:
                         pass

@@ -259,8 +259,8 @@ class IkeBackend:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, *, flush_stale: bool = False) -> None:
-        """Start the event listener and the worker.
+    def start(self, *, flush_stale: bool = False, threads: bool = True) -> None:
+        """Start the event listener and the worker (``threads=False``: the caller drives :meth:`round`).
 
         ``flush_stale``: charon was just (re)started by us, so no SA or policy in our reqid range can
         be live: whatever the kernel still holds there (a killed instance's) is deleted first.
@@ -270,6 +270,8 @@ class IkeBackend:
             self.counters["flushed"] += self.kernel.flush(owned_reqid)
         if not flush_stale:
             self._adopt()
+        if not threads:
+            return
         for name, target in (("ike-events", self._listen), ("ike-worker", self._work)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -379,6 +381,11 @@ class IkeBackend:
     def status(self) -> dict[str, dict[str, object]]:
         with self._lock:
             return {str(a): x.tracker.status() | {"reqid": x.reqid} for a, x in sorted(self._loaded.items())}
+
+    def loaded(self) -> dict[IPv4Address, IkePeer]:
+        """The peers whose connections are loaded now (under :attr:`local`)."""
+        with self._lock:
+            return {a: x.peer for a, x in self._loaded.items()}
 
     def up_peers(self) -> set[IPv4Address]:
         with self._lock:

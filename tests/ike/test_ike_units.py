@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from fake_vici import FakeKernel, FakeVici
+from fake_vici import sa as _sa
 
 from ce_runtime.ike.charon import CharonSettings
 from ce_runtime.ike.config import (
@@ -32,7 +33,7 @@ from ce_runtime.ike.state import (
     conn_view,
     duplicates,
 )
-from ce_runtime.ike.vici_backend import IkeBackend, InitiateResult
+from ce_runtime.ike.vici_backend import IkeBackend
 
 L = IPv4Address("192.0.2.1")
 P = IPv4Address("192.0.2.2")
@@ -99,24 +100,6 @@ def test_strongswan_conf_has_the_measured_plugins_and_no_verbose_logging(tmp_pat
         CharonSettings(log_level=4).render(tmp_path)
 
 
-def _sa(uid: int, state: str, initiator: bool, children: list[tuple[int, str, str]]) -> dict[str, object]:
-    return {
-        "uniqueid": str(uid).encode(),
-        "state": state.encode(),
-        **({"initiator": b"yes"} if initiator else {}),
-        "child-sas": {
-            f"ipip-{cid}": {
-                "name": b"ipip",
-                "uniqueid": str(cid).encode(),
-                "state": cstate.encode(),
-                "spi-in": f"in{cid}".encode(),
-                "spi-out": spi.encode(),
-            }
-            for cid, cstate, spi in children
-        },
-    }
-
-
 def test_view_and_duplicates() -> None:
     name = conn_name(P)
     listed: list[Mapping[str, object]] = [
@@ -176,66 +159,6 @@ def test_responder_reports_a_peer_that_never_establishes() -> None:
     t.check_timeout(10.0)
     (event,) = t.drain()
     assert event.kind == "failed" and event.detail == "not established by the peer"
-
-
-class FakeVici:
-    """Records calls; initiations succeed or fail as told, SAs are what the test says."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, object]] = []
-        self.sas: list[Mapping[str, object]] = []
-        self.conns: list[str] = []
-        self.initiate_ok = True
-        self.lock = threading.Lock()
-
-    def load_conn(self, message: Mapping[str, object]) -> None:
-        self.calls.append(("load_conn", next(iter(message))))
-
-    def unload_conn(self, name: str) -> None:
-        self.calls.append(("unload_conn", name))
-
-    def load_shared(self, message: Mapping[str, object]) -> None:
-        self.calls.append(("load_shared", message["id"]))
-
-    def unload_shared(self, ident: str) -> None:
-        self.calls.append(("unload_shared", ident))
-
-    def load_key(self, key_type: str, der: bytes) -> None:
-        self.calls.append(("load_key", key_type))
-
-    def list_sas(self) -> list[Mapping[str, object]]:
-        return list(self.sas)
-
-    def list_conns(self) -> list[str]:
-        return list(self.conns)
-
-    def initiate(self, name: str, timeout_ms: int) -> InitiateResult:
-        self.calls.append(("initiate", name))
-        if self.initiate_ok:
-            return InitiateResult(True, (), "")
-        return InitiateResult(False, ("received AUTHENTICATION_FAILED notify error",), "failed")
-
-    def terminate(self, selector: Mapping[str, object]) -> None:
-        self.calls.append(("terminate", dict(selector)))
-
-    def rekey(self, name: str) -> None:
-        self.calls.append(("rekey", name))
-
-    def listen(self, stop: threading.Event, handle: Callable[[str, Mapping[str, object]], None]) -> None:
-        stop.wait()
-
-    def close(self) -> None:
-        pass
-
-
-class FakeKernel:
-    def __init__(self) -> None:
-        self.flushes: list[list[int]] = []
-
-    def flush(self, reqids: Callable[[int], bool]) -> int:
-        probe = [IKE_REQID_BASE + 1, IKE_REQID_BASE + 2, 0xCE000007, 5]
-        self.flushes.append([r for r in probe if reqids(r)])
-        return 1
 
 
 def test_backend_loads_initiates_reports_and_removes() -> None:
