@@ -1,17 +1,26 @@
-"""The netlink adapter: dumps and changes links and routes (pyroute2) and XFRM state (ce_runtime.xfrm).
+"""The netlink adapter: dumps and changes links, routes and XFRM state.
 
 Never shells out. Every read is a dump, so the reconciler works from what the kernel holds now.
 Routes we add carry the routing protocol number :data:`RTPROT_CE`; others are not reported.
+
+Two paths: :meth:`NetlinkKernel.apply` carries out one operation through pyroute2
+(``IPRoute``) and :class:`ce_runtime.xfrm.XfrmSocket`; :meth:`NetlinkKernel.apply_all` sends a
+run of links and XFRM operations in batches of precompiled messages (:mod:`ce_runtime.wire`),
+and falls back to ``apply`` for the rest (routes, VRFs). Links, SAs and policies are dumped
+with the lean decoders of :mod:`ce_runtime.wire`, routes through pyroute2.
 """
 
 from __future__ import annotations
 
 import socket
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Callable, Sequence
+from functools import partial
+from ipaddress import IPv4Network
 from typing import Any, Final
 
 from pyroute2 import IPRoute
 
+from ce_runtime import wire
 from ce_runtime.model import (
     AddLink,
     AddPolicy,
@@ -27,13 +36,15 @@ from ce_runtime.model import (
     RouteSpec,
     SetLink,
 )
-from ce_runtime.xfrm import XfrmSocket
+from ce_runtime.wire import NetlinkChannel
+from ce_runtime.xfrm import MsgType, XfrmSocket
 
 __all__ = ["RTPROT_CE", "NetlinkKernel"]
 
 RTPROT_CE: Final = 0xCE
-IFF_UP: Final = 1
 RT_SCOPE_LINK: Final = 253
+
+_Step = Callable[[int], bytes]  # a message builder, given its sequence number
 
 
 class NetlinkKernel:
@@ -42,11 +53,15 @@ class NetlinkKernel:
     def __init__(self, netns: str | None = None) -> None:
         self._ipr: Any = IPRoute(netns=netns) if netns else IPRoute()
         self._xfrm = XfrmSocket(netns=netns)
+        self._rt = NetlinkChannel(wire.NETLINK_ROUTE, netns)
+        self._xf = NetlinkChannel(wire.NETLINK_XFRM, netns)
         self._indexes: dict[str, int] = {}  # refreshed by every read()
 
     def close(self) -> None:
         self._ipr.close()
         self._xfrm.close()
+        self._rt.close()
+        self._xf.close()
 
     def __enter__(self) -> NetlinkKernel:
         return self
@@ -58,26 +73,14 @@ class NetlinkKernel:
         links: set[LinkSpec] = set()
         names: dict[int, str] = {}
         self._indexes.clear()
-        for msg in self._ipr.get_links():
-            name = msg.get_attr("IFLA_IFNAME")
-            names[msg["index"]] = name
-            self._indexes[name] = msg["index"]
-            if msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") != "ipip":
+        for kind, body in self._rt.dump(wire.RTM_GETLINK, wire.LINK_DUMP):
+            dumped = wire.decode_link(body) if kind == wire.RTM_NEWLINK else None
+            if dumped is None:
                 continue
-            local = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPIP_LOCAL")
-            remote = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_IPIP_REMOTE")
-            if not local or not remote:
-                continue  # the fallback device tunl0, or a tunnel without endpoints: never ours
-            links.add(
-                LinkSpec(
-                    name=name,
-                    local=IPv4Address(local),
-                    remote=IPv4Address(remote),
-                    mtu=int(msg.get_attr("IFLA_MTU")),
-                    alias=msg.get_attr("IFLA_IFALIAS") or "",
-                    up=bool(msg["flags"] & IFF_UP),
-                )
-            )
+            names[dumped.index] = dumped.name
+            self._indexes[dumped.name] = dumped.index
+            if dumped.spec is not None:
+                links.add(dumped.spec)
         return links, names
 
     def read(self) -> KernelState:
@@ -93,8 +96,16 @@ class NetlinkKernel:
             )
         return KernelState(
             links=frozenset(links),
-            sas=frozenset(self._xfrm.dump_sas()),
-            policies=frozenset(self._xfrm.dump_policies()),
+            sas=frozenset(
+                sa
+                for kind, body in self._xf.dump(MsgType.GETSA, wire.SA_DUMP)
+                if kind == MsgType.NEWSA and (sa := wire.decode_sa(body)) is not None
+            ),
+            policies=frozenset(
+                policy
+                for kind, body in self._xf.dump(MsgType.GETPOLICY, wire.POLICY_DUMP)
+                if kind == MsgType.NEWPOLICY and (policy := wire.decode_policy(body)) is not None
+            ),
             routes=frozenset(routes),
         )
 
@@ -146,3 +157,74 @@ class NetlinkKernel:
                     proto=RTPROT_CE,
                     scope=RT_SCOPE_LINK,
                 )
+
+    def _steps(self, op: Op) -> tuple[NetlinkChannel, list[_Step]] | None:
+        """The messages of ``op`` in order (each sent only if the one before succeeded), or None."""
+        match op:
+            case AddSa(sa):
+                return self._xf, [partial(wire.new_sa, sa)]
+            case DelSa(sa):
+                return self._xf, [partial(wire.delete_sa, sa)]
+            case AddPolicy(policy):
+                return self._xf, [partial(wire.new_policy, policy)]
+            case DelPolicy(policy):
+                return self._xf, [partial(wire.delete_policy, policy)]
+            case AddLink(link) if link.vrf is None:
+                # The alias (ours: what marks the link as ours) only after the create succeeded,
+                # never on a link of that name that someone else made.
+                return self._rt, [partial(wire.new_link, link), partial(wire.set_link_alias, link)]
+            case SetLink(link) if link.vrf is None:
+                return self._rt, [partial(wire.set_link, link)]
+            case DelLink(link):
+                return self._rt, [partial(wire.delete_link, link)]
+            case _:
+                return None  # routes (need the link's index), VRFs: one at a time through apply()
+
+    def apply_all(self, ops: Sequence[Op]) -> list[Exception | None]:
+        """Carry out ``ops`` in order: runs of links and XFRM operations in batches, the rest one by one.
+
+        Each operation gets its own result (None or the error the kernel acknowledged it with), so
+        that the reconciler can hold back the peer whose operation failed and nobody else.
+        """
+        results: list[Exception | None] = [None] * len(ops)
+        run: list[tuple[int, list[_Step]]] = []
+        run_channel: NetlinkChannel | None = None
+        for i, op in enumerate(ops):
+            if isinstance(op, AddLink | DelLink):
+                self._indexes.pop(op.link.name, None)
+            steps = self._steps(op)
+            if steps is None or steps[0] is not run_channel:
+                if run_channel is not None:
+                    self._exchange(run_channel, run, results)
+                run, run_channel = [], None
+            if steps is None:
+                try:
+                    self.apply(op)
+                except Exception as exc:  # a netlink error of any kind fails this op, never the run
+                    results[i] = exc
+                continue
+            run_channel = steps[0]
+            run.append((i, steps[1]))
+        if run_channel is not None:
+            self._exchange(run_channel, run, results)
+        return results
+
+    @staticmethod
+    def _exchange(
+        channel: NetlinkChannel, run: list[tuple[int, list[_Step]]], results: list[Exception | None]
+    ) -> None:
+        """Send the first message of every op of ``run``, then the second of those that succeeded ..."""
+        stage = 0
+        while run:
+            seqs = [channel.seq() for _ in run]
+            outcome = channel.exchange(
+                [steps[stage](seq) for (_, steps), seq in zip(run, seqs, strict=True)], seqs
+            )
+            following: list[tuple[int, list[_Step]]] = []
+            for (i, steps), error in zip(run, outcome, strict=True):
+                if error is not None:
+                    results[i] = error
+                elif stage + 1 < len(steps):
+                    following.append((i, steps))
+            run = following
+            stage += 1

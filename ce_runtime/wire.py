@@ -88,6 +88,7 @@ RTM_GETLINK: Final = 18
 IFF_UP: Final = 1
 IFLA_IFNAME: Final = 3
 IFLA_MTU: Final = 4
+IFLA_MASTER: Final = 10
 IFLA_LINKINFO: Final = 18
 IFLA_IFALIAS: Final = 20
 IFLA_INFO_KIND: Final = 1
@@ -95,6 +96,7 @@ IFLA_INFO_DATA: Final = 2
 IFLA_IPTUN_LOCAL: Final = 2
 IFLA_IPTUN_REMOTE: Final = 3
 IFLA_IPTUN_TTL: Final = 4
+IFLA_VRF_TABLE: Final = 1
 XFRMA_TMPL: Final = 5
 XFRMA_ALG_AEAD: Final = 18
 XFRMA_MARK: Final = 21
@@ -343,10 +345,19 @@ def delete_link(link: LinkSpec, seq: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class DumpedLink:
-    """One link of an ``RTM_GETLINK`` dump: its index and name, and the spec if it is an ipip tunnel."""
+    """One link of an ``RTM_GETLINK`` dump: what ``NetlinkKernel`` needs of it.
+
+    ``spec`` is set for an ipip link that reports both endpoints (``tunl0``'s are 0.0.0.0), its
+    ``vrf`` left None (the master is ``master``, an index); ``table`` is a VRF device's table.
+    """
 
     index: int
     name: str
+    kind: str | None
+    up: bool
+    alias: str
+    master: int | None
+    table: int | None
     spec: LinkSpec | None
 
 
@@ -355,21 +366,20 @@ def _asciiz(value: memoryview) -> str:
 
 
 def decode_link(body: bytes | memoryview) -> DumpedLink | None:
-    """An ``RTM_NEWLINK`` body (ifinfomsg + attributes): what ``NetlinkKernel`` needs of it.
-
-    ``spec`` is None unless the link is ipip and reports both endpoints (``tunl0``'s are 0.0.0.0).
-    """
+    """An ``RTM_NEWLINK`` body (ifinfomsg + attributes), without pyroute2's ``ifinfmsg`` (same values)."""
     if len(body) < 16:
         return None
     index, ifi_flags = struct.unpack_from("=iI", body, 4)
     name = alias = kind = None
-    mtu: int | None = None
+    mtu = master = table = None
     local = remote = None
     for attr, value in _attrs(body, 16):
         if attr == IFLA_IFNAME and name is None:
             name = _asciiz(value)
         elif attr == IFLA_MTU and mtu is None and len(value) >= 4:
             mtu = struct.unpack_from("=I", value)[0]
+        elif attr == IFLA_MASTER and master is None and len(value) >= 4:
+            master = struct.unpack_from("=I", value)[0]
         elif attr == IFLA_IFALIAS and alias is None:
             alias = _asciiz(value)
         elif attr == IFLA_LINKINFO:
@@ -377,17 +387,20 @@ def decode_link(body: bytes | memoryview) -> DumpedLink | None:
                 if info == IFLA_INFO_KIND and kind is None:
                     kind = _asciiz(data)
                 elif info == IFLA_INFO_DATA:
-                    for tun, addr in _attrs(data, 0):
-                        if tun == IFLA_IPTUN_LOCAL and len(addr) == 4 and local is None:
-                            local = IPv4Address(bytes(addr))
-                        elif tun == IFLA_IPTUN_REMOTE and len(addr) == 4 and remote is None:
-                            remote = IPv4Address(bytes(addr))
+                    for sub, field in _attrs(data, 0):
+                        if kind == "vrf" and sub == IFLA_VRF_TABLE and len(field) >= 4 and table is None:
+                            table = struct.unpack_from("=I", field)[0]
+                        elif sub == IFLA_IPTUN_LOCAL and len(field) == 4 and local is None:
+                            local = IPv4Address(bytes(field))
+                        elif sub == IFLA_IPTUN_REMOTE and len(field) == 4 and remote is None:
+                            remote = IPv4Address(bytes(field))
     if name is None:
         return None
+    up = bool(ifi_flags & IFF_UP)
     spec = None
     if kind == "ipip" and local is not None and remote is not None:
-        spec = LinkSpec(name, local, remote, mtu or 0, alias or "", up=bool(ifi_flags & IFF_UP))
-    return DumpedLink(index, name, spec)
+        spec = LinkSpec(name, local, remote, mtu or 0, alias or "", up=up)
+    return DumpedLink(index, name, kind, up, alias or "", master, table, spec)
 
 
 # The socket ------------------------------------------------------------------------------------
