@@ -36,6 +36,7 @@ from dhcp_server.model import (
     VpnRecord,
 )
 from dhcp_server.quarantine import Admission, Quarantine
+from dhcp_server.reply_wire import encode_lease_reply, option_tlvs
 from dhcp_server.store import Snapshot
 from options import (
     BOOTREQUEST,
@@ -172,6 +173,15 @@ class ServerEngine:
         self._next_sweep = 0.0
         self._dirty: dict[int, _Dirty] = {}
         self._lease_payloads = {s.network: self._subnet_payloads(s, lease=True) for s in config.subnets}
+        self._lease_blocks = {
+            network: {
+                kind: b"".join(
+                    option_tlvs(code, value) for code, value in {53: bytes((kind,)), **items}.items()
+                )
+                for kind in (MessageType.DHCPOFFER, MessageType.DHCPACK)
+            }
+            for network, items in self._lease_payloads.items()
+        }
         self._inform_payloads = {s.network: self._subnet_payloads(s, lease=False) for s in config.subnets}
         self._changes = 0  # counts VPN changes; an INFORM records the count it saw
         self._informed_at: dict[ClientKey, int] = {}
@@ -275,15 +285,14 @@ class ServerEngine:
     # -- RFC 2131 4.3.1 --------------------------------------------------------------
 
     def _discover(self, ctx: _Context) -> None:
-        request, subnet, verdict, received, now, out = ctx
+        request, subnet, _verdict, _received, now, out = ctx
         address = self.leases.choose(subnet, request.client, request.requested, now)
         if address is None:
             self._drop(out, "pool_exhausted", client=str(request.client), subnet=str(subnet.network))
             return
         self.leases.hold_offer(address, request.client, now + self.config.offer_hold)
-        options = self._lease_options(MessageType.DHCPOFFER, subnet)
         # RFC 6704: the OFFER carries no option 90 unless delayed authentication is in use.
-        self._reply(request, options, yiaddr=address, verdict=verdict, received=received, now=now, out=out)
+        self._lease_reply(ctx, MessageType.DHCPOFFER, address)
 
     # -- RFC 2131 4.3.2 --------------------------------------------------------------
 
@@ -345,7 +354,7 @@ class ServerEngine:
         )
 
     def _ack_binding(self, ctx: _Context, address: IPv4Address) -> None:
-        request, subnet, verdict, received, now, out = ctx
+        request, subnet, verdict, _received, now, out = ctx
         client = request.client
         previous = self.leases.active_lease_of(client, now)
         nonce = None
@@ -370,17 +379,7 @@ class ServerEngine:
                 (("address", str(address)), ("client", str(client)), ("expires", lease.expires)),
             )
         )
-        options = self._lease_options(MessageType.DHCPACK, subnet)
-        self._reply(
-            request,
-            options,
-            yiaddr=address,
-            verdict=verdict,
-            received=received,
-            now=now,
-            out=out,
-            nonce=nonce,
-        )
+        self._lease_reply(ctx, MessageType.DHCPACK, address, nonce)
         if previous is None or previous.address != address:
             ce = verdict.ce or self.directory.ce_by_client(client)
             if ce is not None:
@@ -482,6 +481,41 @@ class ServerEngine:
         return lease.address if lease is not None else None
 
     # -- replies -------------------------------------------------------------------------
+
+    def _lease_reply(
+        self, ctx: _Context, message_type: MessageType, yiaddr: IPv4Address, nonce: bytes | None = None
+    ) -> None:
+        """An OFFER or ACK, built by :func:`encode_lease_reply` from the subnet's encoded options;
+        the general path (:meth:`_reply`) for what that does not cover (an RFC 6704 nonce, a
+        reply that needs overload)."""
+        request, subnet, verdict, received, now, out = ctx
+        credentials = verdict.sign_with
+        if nonce is None:
+            block = self._lease_blocks[subnet.network][message_type]
+            key = None
+            if credentials is not None:
+                block += option_tlvs(90, credentials.payload(self._next_replay(now, out)))
+                key = credentials.key
+            msg = request.msg
+            ciaddr = request.ciaddr if request.type is not MessageType.DHCPDISCOVER else _ZERO
+            payload = encode_lease_reply(
+                msg.wire,
+                block,
+                int(yiaddr),
+                int(ciaddr),
+                msg.flags,
+                request.max_payload,
+                key,
+                request.relay_info,
+            )
+            if payload is not None:
+                self.counters[_SENT[message_type]] += 1
+                out.replies.append(self._address_reply(payload, request, yiaddr, received, nak=False))
+                return
+        options = self._lease_options(message_type, subnet)
+        self._reply(
+            request, options, yiaddr=yiaddr, verdict=verdict, received=received, now=now, out=out, nonce=nonce
+        )
 
     def _lease_options(self, message_type: MessageType, subnet: SubnetConfig) -> Options:
         """OFFER/ACK options: the message type, then the subnet's, encoded once at start-up."""
