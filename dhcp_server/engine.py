@@ -194,22 +194,20 @@ class ServerEngine:
         try:
             request = self._read(received.payload)
         except DecodeError as exc:
-            return self._drop(
-                out, "malformed", source=str(received.source), reason=exc.reason, offset=exc.offset
-            )
+            return self._drop(out, "malformed", source=received.source, reason=exc.reason, offset=exc.offset)
         if request is None:
-            return self._drop(out, "not_a_dhcp_request", source=str(received.source))
+            return self._drop(out, "not_a_dhcp_request", source=received.source)
         self.counters[_RECEIVED[request.type]] += 1
         admission = self.quarantine.admit(request.client, now)
         if admission is not Admission.ADMITTED:
             if admission is Admission.QUARANTINED_NOW:
-                out.events.append(Event("client.quarantined", (("client", str(request.client)),)))
+                out.events.append(Event("client.quarantined", (("client", request.client),)))
                 self.counters["quarantine:started"] += 1
             self.counters["dropped:rate_limited"] += 1
             return out
         subnet = self._subnet_for(request, received)
         if subnet is None:
-            return self._drop(out, "no_subnet", client=str(request.client), source=str(received.source))
+            return self._drop(out, "no_subnet", client=request.client, source=received.source)
         verdict = check_request(
             request.msg,
             message_type=request.type,
@@ -221,13 +219,13 @@ class ServerEngine:
             realm=self.config.auth_realm,
         )
         if verdict.drop is not None:
-            return self._drop(out, verdict.drop, client=str(request.client), type=request.type.name)
+            return self._drop(out, verdict.drop, client=request.client, type=request.type.name)
         if verdict.replay is not None:
             self._replay_seen[request.client] = verdict.replay
             out.writes.append(ReplayWrite(request.client, verdict.replay))
         handler = self._handlers.get(request.type)
         if handler is None:
-            return self._drop(out, "unexpected_type", client=str(request.client), type=request.type.name)
+            return self._drop(out, "unexpected_type", client=request.client, type=request.type.name)
         handler(self, _Context(request, subnet, verdict, received, now, out))
         if out.writes:
             out.replies[:] = [r.made_durable() for r in out.replies]
@@ -288,7 +286,7 @@ class ServerEngine:
         request, subnet, _verdict, _received, now, out = ctx
         address = self.leases.choose(subnet, request.client, request.requested, now)
         if address is None:
-            self._drop(out, "pool_exhausted", client=str(request.client), subnet=str(subnet.network))
+            self._drop(out, "pool_exhausted", client=request.client, subnet=subnet.network)
             return
         self.leases.hold_offer(address, request.client, now + self.config.offer_hold)
         # RFC 6704: the OFFER carries no option 90 unless delayed authentication is in use.
@@ -306,7 +304,7 @@ class ServerEngine:
                 self.counters["request:other_server"] += 1
                 return
             if request.requested is None or request.ciaddr != _ZERO:
-                self._drop(out, "malformed_request", client=str(client))
+                self._drop(out, "malformed_request", client=client)
                 return
             wanted = request.requested
             acceptable = self.leases.offered_to(client, now) == wanted or self._may_bind(
@@ -344,7 +342,7 @@ class ServerEngine:
                 return
             self._ack_binding(ctx, request.ciaddr)
             return
-        self._drop(out, "malformed_request", client=str(client))
+        self._drop(out, "malformed_request", client=client)
 
     def _may_bind(self, subnet: SubnetConfig, address: IPv4Address, client: ClientKey, now: float) -> bool:
         if not self.leases.free_for(int(address), client, now):
@@ -376,7 +374,7 @@ class ServerEngine:
         out.events.append(
             Event(
                 "lease.bound",
-                (("address", str(address)), ("client", str(client)), ("expires", lease.expires)),
+                (("address", address), ("client", client), ("expires", lease.expires)),
             )
         )
         self._lease_reply(ctx, MessageType.DHCPACK, address, nonce)
@@ -415,9 +413,7 @@ class ServerEngine:
         declined = replace(lease, state=LeaseState.DECLINED, expires=now, updated=now)
         self.leases.decline(declined, now + self.config.decline_hold)
         out.writes.append(LeaseWrite(declined))
-        out.events.append(
-            Event("lease.declined", (("address", str(lease.address)), ("client", str(request.client))))
-        )
+        out.events.append(Event("lease.declined", (("address", lease.address), ("client", request.client))))
 
     def _release(self, ctx: _Context) -> None:
         request, _subnet, verdict, _received, now, out = ctx
@@ -427,9 +423,7 @@ class ServerEngine:
         released = replace(lease, state=LeaseState.RELEASED, expires=now, updated=now)
         self.leases.bind(released)
         out.writes.append(LeaseWrite(released))
-        out.events.append(
-            Event("lease.released", (("address", str(lease.address)), ("client", str(request.client))))
-        )
+        out.events.append(Event("lease.released", (("address", lease.address), ("client", request.client))))
         ce = verdict.ce or self.directory.ce_by_client(request.client)
         if ce is not None:
             self._vpn_changed(ce.vpns, f"CE {ce.name} released {lease.address}", now, out)
@@ -595,7 +589,7 @@ class ServerEngine:
         try:
             payload = encode_message(reply, max_payload=request.max_payload)
         except EncodeError as exc:
-            self._drop(out, "reply_too_large", client=str(request.client), reason=str(exc))
+            self._drop(out, "reply_too_large", client=request.client, reason=str(exc))
             return
         if credentials is not None:
             payload = sign_reply(payload, credentials)
@@ -688,9 +682,7 @@ class ServerEngine:
         if self.forcerenews.exhausted(client):
             self.forcerenews.drop(client)
             self.counters["forcerenew:gave_up"] += 1
-            out.events.append(
-                Event("forcerenew.gave_up", (("client", str(client)), ("address", str(lease.address))))
-            )
+            out.events.append(Event("forcerenew.gave_up", (("client", client), ("address", lease.address))))
             return
         ce = self.directory.ce_by_client(client)
         secret_id = ce.secret_id if ce is not None else None
@@ -705,7 +697,7 @@ class ServerEngine:
             # RFC 3203 section 6: never an unauthenticated FORCERENEW.
             self.forcerenews.drop(client)
             self.counters["forcerenew:cannot_authenticate"] += 1
-            out.events.append(Event("forcerenew.unauthenticatable", (("client", str(client)),)))
+            out.events.append(Event("forcerenew.unauthenticatable", (("client", client),)))
             return
         message = build_forcerenew(
             server_id=self.config.server_id,
@@ -721,7 +713,7 @@ class ServerEngine:
         out.events.append(
             Event(
                 "forcerenew.sent",
-                (("client", str(client)), ("address", str(lease.address)), ("attempt", pending.attempts)),
+                (("client", client), ("address", lease.address), ("attempt", pending.attempts)),
             )
         )
 

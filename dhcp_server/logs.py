@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import IO, Final
 
 from dhcp_server.actions import Event
+from dhcp_server.model import ClientKey
 
 __all__ = [
     "JsonFormatter",
@@ -79,6 +80,10 @@ def check_fields(fields: Mapping[str, object], _prefix: str = "", _depth: int = 
 def _json_default(value: object) -> object:
     # IPv4Address, ClientKey, Path, enums...: their str() is what an operator reads. Bytes are
     # never written raw: only their length, so an unnamed blob cannot leak material either.
+    # A ClientKey is bytes too, but it is an identity, not material: its str() is the log form.
+    # (The engine hands objects, not strings, so a server logging at WARNING never formats them.)
+    if isinstance(value, ClientKey):
+        return str(value)
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
     if isinstance(value, set | frozenset):

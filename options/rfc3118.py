@@ -164,6 +164,9 @@ def _information_problem(protocol: int, info: bytes) -> str | None:
     return None
 
 
+_set: Final = object.__setattr__  # frozen dataclass fields, set once when decoding
+
+
 class AuthenticationSpec(OptionSpec[Authentication]):
     __slots__ = ()
 
@@ -180,8 +183,17 @@ class AuthenticationSpec(OptionSpec[Authentication]):
 
     def decode(self, data: bytes) -> Authentication:
         self.validate(data)
+        # validate() checked everything __post_init__ would (the head fields are octets
+        # and a 64-bit value by construction): build without checking twice, as this runs
+        # on every authenticated message a server receives.
         protocol, algorithm, rdm, replay = _HEAD.unpack_from(data)
-        return Authentication(protocol, algorithm, rdm, replay, bytes(data[11:]))
+        value = object.__new__(Authentication)
+        _set(value, "protocol", protocol)
+        _set(value, "algorithm", algorithm)
+        _set(value, "rdm", rdm)
+        _set(value, "replay_detection", replay)
+        _set(value, "information", bytes(data[11:]))
+        return value
 
     def encode(self, value: Authentication) -> bytes:
         return (
