@@ -20,6 +20,7 @@ from options.rfc3118 import (
     AuthAlgorithm,
     Authentication,
     AuthProtocol,
+    MacKey,
     compute_mac,
     locate_authentication,
     sign,
@@ -45,7 +46,7 @@ class Credentials(NamedTuple):
     protocol: int
     realm: bytes
     secret_id: int
-    key: bytes
+    key: MacKey
 
     def __repr__(self) -> str:
         return (
@@ -108,7 +109,7 @@ def check_request(
         if message_type not in _MAY_REQUEST_ONLY:
             return _DROP_MISSING if policy is AuthPolicy.REQUIRED else _UNAUTHENTICATED
         ce = directory.ce_by_client(client)
-        key = directory.key(ce.secret_id) if ce is not None and ce.secret_id is not None else None
+        key = directory.mac_key(ce.secret_id) if ce is not None and ce.secret_id is not None else None
         if ce is None or ce.secret_id is None or key is None:
             return (
                 AuthVerdict(drop="auth_unknown_client") if policy is AuthPolicy.REQUIRED else _UNAUTHENTICATED
@@ -116,7 +117,7 @@ def check_request(
         return AuthVerdict(sign_with=Credentials(auth.protocol, realm, ce.secret_id, key), ce=ce)
     secret_id = auth.secret_id
     assert secret_id is not None  # has_mac implies it
-    key = directory.key(secret_id)
+    key = directory.mac_key(secret_id)
     if key is None:
         return AuthVerdict(drop="auth_unknown_secret")
     if not _mac_matches(msg.wire, key):
@@ -134,7 +135,7 @@ def check_request(
     )
 
 
-def _mac_matches(payload: bytes, key: bytes) -> bool:
+def _mac_matches(payload: bytes, key: MacKey) -> bool:
     """The MAC check of :func:`options.rfc3118.verify`, for an option 90 already read and checked."""
     try:
         _, end = locate_authentication(payload)

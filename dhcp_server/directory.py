@@ -12,6 +12,7 @@ from ipaddress import IPv4Address
 
 from dhcp_server.actions import CeDelete, CeWrite, SecretDelete, SecretWrite, VpnDelete, VpnWrite, Write
 from dhcp_server.model import CeRecord, ClientKey, VpnRecord
+from options.rfc3118 import MacKey
 
 __all__ = ["Directory", "DirectoryError"]
 
@@ -21,7 +22,7 @@ class DirectoryError(ValueError):
 
 
 class Directory:
-    __slots__ = ("_by_client", "_by_secret", "_ces", "_secrets", "_vpns")
+    __slots__ = ("_by_client", "_by_secret", "_ces", "_macs", "_secrets", "_vpns")
 
     def __init__(
         self,
@@ -34,6 +35,7 @@ class Directory:
         self._by_client: dict[ClientKey, CeRecord] = {}
         self._by_secret: dict[int, CeRecord] = {}
         self._secrets: dict[int, bytes] = dict(secrets or {})
+        self._macs: dict[int, MacKey] = {sid: MacKey(key) for sid, key in self._secrets.items()}
         for ce in ces:
             self._index(ce)
 
@@ -72,6 +74,10 @@ class Directory:
 
     def key(self, secret_id: int) -> bytes | None:
         return self._secrets.get(secret_id)
+
+    def mac_key(self, secret_id: int) -> MacKey | None:
+        """The key of ``secret_id`` ready for HMAC-MD5 (see :class:`options.rfc3118.MacKey`)."""
+        return self._macs.get(secret_id)
 
     def members(self, vpn_id: int) -> list[CeRecord]:
         return [ce for ce in self._ces.values() if vpn_id in ce.vpns]
@@ -134,9 +140,11 @@ class Directory:
             if ce.secret_id is None:
                 raise DirectoryError(f"CE {ce.name}: a key needs a secret ID")
             self._secrets[ce.secret_id] = key
+            self._macs[ce.secret_id] = MacKey(key)
             writes.append(SecretWrite(ce.secret_id, key))
         if old is not None and old.secret_id is not None and old.secret_id != ce.secret_id:
             self._secrets.pop(old.secret_id, None)
+            self._macs.pop(old.secret_id, None)
             writes.append(SecretDelete(old.secret_id))
         return writes
 
@@ -147,6 +155,7 @@ class Directory:
         self._unindex(ce)
         writes: list[Write] = [CeDelete(name)]
         if ce.secret_id is not None and self._secrets.pop(ce.secret_id, None) is not None:
+            self._macs.pop(ce.secret_id, None)
             writes.append(SecretDelete(ce.secret_id))
         return writes
 

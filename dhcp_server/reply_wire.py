@@ -12,11 +12,11 @@ needs overload or is refused) returns ``None`` and the engine takes the referenc
 
 from __future__ import annotations
 
-import hmac
 import struct
 from typing import Final
 
 from options.message import MAGIC_COOKIE
+from options.rfc3118 import MacKey
 from options.rfc3396 import instances
 
 __all__ = ["encode_lease_reply", "option_tlvs"]
@@ -45,7 +45,7 @@ def encode_lease_reply(  # noqa: PLR0917 (the reply's fields, all needed, in wir
     ciaddr: int,
     flags: int,
     max_payload: int,
-    key: bytes | None = None,
+    key: MacKey | None = None,
     relay_info: bytes | None = None,
 ) -> bytes | None:
     """A BOOTREPLY to the ``request`` datagram carrying ``options`` (encoded, no END).
@@ -64,7 +64,7 @@ def encode_lease_reply(  # noqa: PLR0917 (the reply's fields, all needed, in wir
     head = _HEAD.pack(2, request[1:3], 0, request[4:8], 0, flags, ciaddr, yiaddr)
     tail = request[28:44] + _SNAME_FILE_COOKIE
     if key is not None:
-        mac = hmac.digest(key, b"".join((head, _ZERO_GIADDR, tail, options, _END, padding)), "md5")
+        mac = key.digest(b"".join((head, _ZERO_GIADDR, tail, options, _END, padding)))
         options = options[:-_MAC_SIZE] + mac
     if relay_info is not None:
         options += option_tlvs(82, relay_info)

@@ -15,7 +15,7 @@ from dhcp_server.model import AuthPolicy, CeRecord, QuarantinePolicy, VpnRecord
 from options import DhcpMessage, MessageType, Options, decode_message, encode_message, rfc3118
 from options.rfc2132 import SUBNET_MASK
 from options.rfc3046 import RELAY_AGENT_INFORMATION, RelayAgentInformation, RelaySubOption
-from options.rfc3118 import AUTHENTICATION, Authentication, StaticKeys, verify
+from options.rfc3118 import AUTHENTICATION, Authentication, MacKey, StaticKeys, verify
 from options.rfc6704 import nonce_of
 from options.vpn import PEER_CE, VPN_SERVERS, apply_peer_blocks
 
@@ -278,6 +278,6 @@ def test_a_nak_to_an_authenticated_client_is_signed() -> None:
 
 @pytest.mark.parametrize(("protocol", "realm"), [(1, b""), (2, b"rdc.example"), (2, b"")])
 def test_reply_authentication_payload_equals_the_encoded_option(protocol: int, realm: bytes) -> None:
-    credentials = Credentials(protocol, realm, 0x1234, b"k" * 16)
+    credentials = Credentials(protocol, realm, 0x1234, MacKey(b"k" * 16))
     expected = Authentication(protocol, 1, 0, 77, realm + (0x1234).to_bytes(4, "big") + bytes(16))
     assert credentials.payload(77) == AUTHENTICATION.encode(expected)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dhcp_server.engine import _append_relay_info
 from dhcp_server.reply_wire import encode_lease_reply, option_tlvs
 from options import DhcpMessage, EncodeError, Options, decode_message, encode_message
-from options.rfc3118 import StaticKeys, sign, verify
+from options.rfc3118 import MacKey, StaticKeys, sign, verify
 from options.strategies import encoded_messages
 
 # Options a server puts in OFFER/ACK, including long ones that need RFC 3396 splitting.
@@ -63,7 +63,8 @@ def test_same_bytes_as_the_reference_path(
     if key is not None:
         pairs.append((90, _auth_value(replay, 7)))
     block = b"".join(option_tlvs(code, value) for code, value in pairs)
-    fast = encode_lease_reply(request, block, yiaddr, ciaddr, flags, max_payload, key, relay_info)
+    mac_key = None if key is None else MacKey(key)
+    fast = encode_lease_reply(request, block, yiaddr, ciaddr, flags, max_payload, mac_key, relay_info)
 
     reply = DhcpMessage.reply_to(
         decode_message(request), Options(dict(pairs)), yiaddr=IPv4Address(yiaddr), ciaddr=IPv4Address(ciaddr),
@@ -94,7 +95,7 @@ def test_a_signed_reply_verifies_once_the_relay_strips_option_82() -> None:
     block = (
         option_tlvs(53, b"\x05") + option_tlvs(54, bytes([10, 0, 0, 2])) + option_tlvs(90, _auth_value(9, 7))
     )
-    wire = encode_lease_reply(request, block, 0x0A000063, 0, 0, 548, b"k" * 16, b"\x01\x03abc")
+    wire = encode_lease_reply(request, block, 0x0A000063, 0, 0, 548, MacKey(b"k" * 16), b"\x01\x03abc")
     assert wire is not None
     stripped = wire.replace(b"\x52\x05\x01\x03abc", b"", 1)
     assert len(stripped) == len(wire) - 7
