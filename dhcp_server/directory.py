@@ -22,7 +22,7 @@ class DirectoryError(ValueError):
 
 
 class Directory:
-    __slots__ = ("_by_client", "_by_secret", "_ces", "_macs", "_secrets", "_vpns")
+    __slots__ = ("_by_client", "_by_secret", "_ces", "_macs", "_members", "_secrets", "_vpns")
 
     def __init__(
         self,
@@ -34,6 +34,8 @@ class Directory:
         self._ces: dict[str, CeRecord] = {}
         self._by_client: dict[ClientKey, CeRecord] = {}
         self._by_secret: dict[int, CeRecord] = {}
+        # VPN ID -> its members by name: an INFORM reads one VPN's members, never every CE.
+        self._members: dict[int, dict[str, CeRecord]] = {}
         self._secrets: dict[int, bytes] = dict(secrets or {})
         self._macs: dict[int, MacKey] = {sid: MacKey(key) for sid, key in self._secrets.items()}
         for ce in ces:
@@ -44,6 +46,8 @@ class Directory:
 
     def _index(self, ce: CeRecord) -> None:
         self._ces[ce.name] = ce
+        for vpn_id in ce.vpns:
+            self._members.setdefault(vpn_id, {})[ce.name] = ce
         if ce.client is not None:
             self._by_client[ce.client] = ce
         if ce.secret_id is not None:
@@ -51,6 +55,11 @@ class Directory:
 
     def _unindex(self, ce: CeRecord) -> None:
         del self._ces[ce.name]
+        for vpn_id in ce.vpns:
+            members = self._members[vpn_id]
+            del members[ce.name]
+            if not members:
+                del self._members[vpn_id]
         if ce.client is not None:
             self._by_client.pop(ce.client, None)
         if ce.secret_id is not None:
@@ -79,8 +88,11 @@ class Directory:
         """The key of ``secret_id`` ready for HMAC-MD5 (see :class:`options.rfc3118.MacKey`)."""
         return self._macs.get(secret_id)
 
+    def vpn(self, vpn_id: int) -> VpnRecord | None:
+        return self._vpns.get(vpn_id)
+
     def members(self, vpn_id: int) -> list[CeRecord]:
-        return [ce for ce in self._ces.values() if vpn_id in ce.vpns]
+        return list(self._members.get(vpn_id, {}).values())
 
     def peers_of(
         self, ce: CeRecord, address_of: Callable[[CeRecord], IPv4Address | None]
@@ -92,7 +104,7 @@ class Directory:
             if vpn_id not in self._vpns:
                 continue
             peers = result.setdefault(vpn_id, set())
-            for other in self.members(vpn_id):
+            for other in self._members.get(vpn_id, {}).values():
                 if other.name == ce.name:
                     continue
                 address = address_of(other)

@@ -445,25 +445,19 @@ class ServerEngine:
             peers = self.directory.peers_of(ce, lambda c: self._address_of(c, now))
             if peers:
                 options = options.with_value(self.peer_ce, full_sync_blocks(peers))
-            servers = tuple(
-                dict.fromkeys(
-                    s for v in sorted(ce.vpns) if v in self.directory.vpns for s in self._vpn(v).vpn_servers
-                )
-            )
+            vpns = [vpn for vpn in map(self.directory.vpn, sorted(ce.vpns)) if vpn is not None]
+            servers = tuple(dict.fromkeys(s for vpn in vpns for s in vpn.vpn_servers))
             if servers:
                 options = options.with_value(self.vpn_servers, servers)
             self.counters["inform:vpn_data"] += 1
             self._informed_at[request.client] = self._changes
         self._reply(request, options, yiaddr=_ZERO, verdict=verdict, received=received, now=now, out=out)
 
-    def _vpn(self, vpn_id: int) -> VpnRecord:
-        return self.directory.vpns[vpn_id]
-
     def _may_see_vpn_data(self, ce: CeRecord, verdict: AuthVerdict) -> bool:
         """Peer lists go only to a CE that proved who it is, unless every VPN of it waives that."""
         if verdict.authenticated:
             return True
-        vpns = [self.directory.vpns[v] for v in ce.vpns if v in self.directory.vpns]
+        vpns = [vpn for vpn in map(self.directory.vpn, ce.vpns) if vpn is not None]
         return bool(vpns) and all(v.auth is AuthPolicy.OFF for v in vpns)
 
     def _address_of(self, ce: CeRecord, now: float) -> IPv4Address | None:
