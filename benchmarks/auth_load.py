@@ -27,7 +27,12 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
 
+from dhcp_server.engine import ServerEngine
+from dhcp_server.model import CeRecord, ClientKey, ServerConfig, SubnetConfig
+from dhcp_server.sqlite_store import SqliteStore
 from options.rfc3118 import compute_mac, locate_authentication
 
 SECRET_ID_BASE = 0x10000
@@ -46,6 +51,22 @@ def client_mac(i: int) -> bytes:
 def client_key(i: int) -> bytes:
     """The benchmark CE's delayed-authentication key (deterministic: both sides derive it)."""
     return hashlib.sha256(b"ce-autoconf benchmark key" + i.to_bytes(4, "big")).digest()[:16]
+
+
+def prepare_ces(path: Path, clients: int, network: IPv4Network) -> None:
+    """A store holding one CE per simulated client, with its key, and no lease: what an ISP's
+    database holds before its CEs boot. The server that opens it must have ``network``."""
+    subnet = SubnetConfig(network=network, pools=())
+    engine = ServerEngine(ServerConfig(server_id=network.network_address + 1, subnets=(subnet,)))
+    writes = []
+    for i in range(clients):
+        ce = CeRecord(f"ce{i}", ClientKey.from_hardware(1, client_mac(i)), SECRET_ID_BASE + i, frozenset())
+        writes += engine.put_ce(ce, client_key(i), 0).writes
+    store = SqliteStore(path)
+    try:
+        store.commit(writes)
+    finally:
+        store.close()
 
 
 def _header(xid: int, relay: bytes, mac: bytes) -> bytes:

@@ -34,18 +34,14 @@ import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "tests" / "netns"))
 sys.path.append(str(ROOT / "benchmarks"))
-from auth_load import SECRET_ID_BASE, client_key, client_mac  # noqa: E402
+from auth_load import prepare_ces  # noqa: E402
 from netns import Lab, Namespace, Process, wait_for  # noqa: E402
-
-from dhcp_server.engine import ServerEngine  # noqa: E402
-from dhcp_server.model import CeRecord, ClientKey, ServerConfig, SubnetConfig  # noqa: E402
-from dhcp_server.sqlite_store import SqliteStore  # noqa: E402
 
 SERVE = ROOT / "tests" / "server" / "interop" / "serve.py"
 AUTH_LOAD = ROOT / "benchmarks" / "auth_load.py"
@@ -86,22 +82,6 @@ def kea_config(workdir: Path) -> dict[str, object]:
             "loggers": [{"name": "kea-dhcp4", "output_options": [{"output": "stdout"}], "severity": "WARN"}],
         }
     }
-
-
-def prepare_ces(path: Path, clients: int) -> None:
-    """A store holding one CE per simulated client (its key, as auth_load derives it) and no lease:
-    what an ISP's database looks like before its CEs boot."""
-    subnet = SubnetConfig(network=IPv4Network("10.77.0.0/16"), pools=())
-    engine = ServerEngine(ServerConfig(server_id=IPv4Address(SERVER), subnets=(subnet,)))
-    writes = []
-    for i in range(clients):
-        ce = CeRecord(f"ce{i}", ClientKey.from_hardware(1, client_mac(i)), SECRET_ID_BASE + i, frozenset())
-        writes += engine.put_ce(ce, client_key(i), 0).writes
-    store = SqliteStore(path)
-    try:
-        store.commit(writes)
-    finally:
-        store.close()
 
 
 def start_ours(
@@ -261,7 +241,7 @@ def main() -> int:
                 ]
             if "auth_load" in generators:
                 ces = workdir / "ces.sqlite"
-                prepare_ces(ces, CLIENTS)
+                prepare_ces(ces, CLIENTS, IPv4Network("10.77.0.0/16"))
                 kea = "Kea memfile 1 thread (auth_load, unsigned)"
 
                 def signed(g: Namespace, rate: int, seconds: int) -> Run:
