@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from ce_runtime.keying import EpochFile, StaticKeying
+from ce_runtime.keying import REKEY_PACKETS, EpochFile, StaticKeying
 from ce_runtime.runtime import Backoff, Reconciler, RuntimeConfig, VpnConfig
 
 log = logging.getLogger("ce_runtime")
@@ -93,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="reconcile once and exit (status 1 on failures)")
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--hook", help="executable run on tunnel up/down/alarm")
+    parser.add_argument(
+        "--rekey-packets",
+        type=int,
+        default=REKEY_PACKETS,
+        help="move an outbound SA to the next epoch once it carried this many packets",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
@@ -101,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, secrets = load_config(args.config)
     args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(args.state_dir, 0o700)
-    keying = StaticKeying(secrets, EpochFile(args.state_dir / "epochs.json"))
+    keying = StaticKeying(
+        secrets, EpochFile(args.state_dir / "epochs.json"), rekey_packets=args.rekey_packets
+    )
     with NetlinkKernel() as kernel:
         reconciler = Reconciler(kernel, keying, ExecHooks(args.hook), backoff=Backoff())
         while True:

@@ -17,11 +17,21 @@ again at 1 whenever an SA is added, so an outbound (key, SPI) is installed at mo
 - the receiver cannot be told, so it installs inbound SAs for a window of epochs
   ``[seen, seen + window]``; when the kernel's counters show packets on a higher one, ``seen``
   moves up (persisted too) and the window slides.
+
+Rekeying: the ESP sequence number is 32 bits (no ESN), so an outbound SA can carry at most
+2**32 - 1 packets; Linux then refuses to send on it. When the kernel's counter of the outbound
+SA (dumped every round) reaches ``rekey_packets``, the sender moves that direction to the next
+epoch (:func:`needs_rekey`): the new SA is planned beside the old one, which the planner removes
+only after the new one is in (make-before-break); the receiver's window already holds the next
+epochs and slides when it sees traffic on one. Every outbound SA also carries a hard packet
+limit (:data:`HARD_PACKETS`) below 2**32: a missed rekey makes the kernel expire the SA, and the
+next round installs the next epoch, never a wrapped sequence number.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -35,10 +45,35 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ce_runtime.xfrm import SaSpec
 from options.durable import replace_file
 
-__all__ = ["EpochFile", "Keying", "PairSas", "StaticKeying", "derive"]
+__all__ = [
+    "HARD_PACKETS",
+    "REKEY_PACKETS",
+    "SEQ_LIMIT",
+    "EpochFile",
+    "Keying",
+    "PairSas",
+    "StaticKeying",
+    "derive",
+    "needs_rekey",
+]
+
+log = logging.getLogger("ce_runtime")
 
 KEY_LEN: Final = 36  # AES-256 key + 4-octet salt (RFC 4106 section 8.1)
 SALT: Final = b"ce-autoconf static ESP keying v1"
+#: Packets an SA can carry: the 32-bit ESP sequence number starts at 1 and must not wrap (RFC 4303).
+SEQ_LIMIT: Final = (1 << 32) - 1
+#: The kernel expires an outbound SA at this count (the safety net under a missed rekey).
+HARD_PACKETS: Final = SEQ_LIMIT - (1 << 20)
+#: By default an outbound SA moves to the next epoch once it carried this many packets (3/4 of the
+#: sequence space: at a million packets per second the 2**30 left last about 18 minutes, against
+#: a reconcile round every 10 s).
+REKEY_PACKETS: Final = 3 << 30
+
+
+def needs_rekey(packets: int, threshold: int) -> bool:
+    """Whether an outbound SA that carried ``packets`` must make way for the next epoch."""
+    return packets >= threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,13 +133,23 @@ class EpochFile:
 class StaticKeying:
     """HKDF keys from per-VPN secrets; epochs persisted in ``epochs`` (see the module docstring)."""
 
-    def __init__(self, secrets: dict[int, bytes], epochs: EpochFile, window: int = 3) -> None:
+    def __init__(
+        self,
+        secrets: dict[int, bytes],
+        epochs: EpochFile,
+        window: int = 3,
+        rekey_packets: int = REKEY_PACKETS,
+    ) -> None:
         for vpn_id, secret in secrets.items():
             if len(secret) < 16:
                 raise ValueError(f"VPN {vpn_id}: a secret of at least 16 octets is required")
+        if not 0 < rekey_packets < HARD_PACKETS:
+            raise ValueError(f"rekey_packets {rekey_packets}: between 1 and {HARD_PACKETS - 1}")
         self._secrets = dict(secrets)
         self._epochs = epochs
         self.window = window
+        self.rekey_packets = rekey_packets
+        self.rekeys = 0  # outbound SAs moved to the next epoch because of their packet count
         self._dirty = False
 
     def flush(self) -> None:
@@ -117,8 +162,10 @@ class StaticKeying:
         return f"StaticKeying(vpns={sorted(self._secrets)}, window={self.window})"  # never the secrets
 
     def _sa(self, vpn_id: int, sender: IPv4Address, receiver: IPv4Address, epoch: int, reqid: int) -> SaSpec:
+        # The same limit at both ends (both compute the same spec); the receiver's count never
+        # exceeds the sender's, so it is the sender's SA that reaches it.
         key, spi = derive(self._secrets[vpn_id], vpn_id, sender, receiver, epoch)
-        return SaSpec(src=sender, dst=receiver, spi=spi, reqid=reqid, key=key)
+        return SaSpec(src=sender, dst=receiver, spi=spi, reqid=reqid, key=key, hard_packets=HARD_PACKETS)
 
     def sas_for(
         self, vpn_id: int, local: IPv4Address, peer: IPv4Address, reqid: int, actual: Collection[SaSpec]
@@ -126,15 +173,22 @@ class StaticKeying:
         if vpn_id not in self._secrets:
             raise KeyError(f"no secret for VPN {vpn_id}")
         pair = f"{vpn_id}/{peer}"
-        present = set(actual)
+        present = {sa: sa for sa in actual}  # equal specs; the values carry the kernel's counters
         epoch = self._epochs.out.get(pair)
         outbound = None if epoch is None else self._sa(vpn_id, local, peer, epoch, reqid)
-        if outbound is None or outbound not in present:
-            # Missing (or never installed): a fresh epoch, on disk before the kernel sees its key.
+        installed = None if outbound is None else present.get(outbound)
+        rekey = installed is not None and needs_rekey(installed.packets, self.rekey_packets)
+        if installed is None or rekey:
+            # Missing (or never installed), or its sequence numbers running out: a fresh epoch, on
+            # disk before the kernel sees its key. A rekeyed SA stays until the new one is in.
             epoch = 0 if epoch is None else epoch + 1
             self._epochs.out[pair] = epoch
             self._dirty = True
             outbound = self._sa(vpn_id, local, peer, epoch, reqid)
+            if rekey:
+                self.rekeys += 1
+                log.info("ce_runtime: rekey of VPN %d to %s: epoch %d", vpn_id, peer, epoch)
+        assert outbound is not None
 
         seen = self._epochs.seen.get(pair, 0)
         window = [self._sa(vpn_id, peer, local, seen + i, reqid) for i in range(self.window + 1)]

@@ -51,7 +51,7 @@ from ce_runtime.ike.wiring import (
     restrict,
     vpn_auth,
 )
-from ce_runtime.keying import EpochFile, Keying, StaticKeying
+from ce_runtime.keying import REKEY_PACKETS, EpochFile, Keying, StaticKeying
 from ce_runtime.liveness import Health, Liveness
 from ce_runtime.runtime import (
     Backoff,
@@ -121,6 +121,7 @@ class NodeSettings:
     hello_port: int = HELLO_PORT
     backoff: Backoff = field(default_factory=Backoff)
     ike: IkeSettings | None = None  # set when a VPN has keying = "ike"
+    rekey_packets: int = REKEY_PACKETS  # static keying: next epoch after this many packets on an SA
 
 
 def _secret_file(path: Path) -> bytes:
@@ -144,7 +145,7 @@ def _secret_file(path: Path) -> bytes:
     return secret
 
 
-_KNOWN: Final = {"state_dir", "underlay_mtu", "hook", "timing", "vpn", "ike"}
+_KNOWN: Final = {"state_dir", "underlay_mtu", "hook", "timing", "vpn", "ike", "rekey_packets"}
 _VPN_FIELDS: Final = {"id", "secret_file", "routes", "table", "vrf"} | VPN_IKE_FIELDS
 _TIMING: Final = {
     "debounce",
@@ -218,6 +219,7 @@ def load_node_settings(path: Path) -> NodeSettings:
             hello_interval=float(timing.get("hello_interval", 2.0)),
             dead_after=float(timing.get("dead_after", 7.0)),
             hello_port=int(timing.get("hello_port", HELLO_PORT)),
+            rekey_packets=int(data.get("rekey_packets", REKEY_PACKETS)),
             backoff=Backoff(
                 min_interval=float(timing.get("min_retry", 5.0)),
                 max_interval=float(timing.get("max_retry", 300.0)),
@@ -285,7 +287,8 @@ class NodeState:
             routes = tuple(
                 (prefix, via)
                 for prefix, via in vs.routes
-                if via in mine and not any(a in prefix for a in provider)  # section 4: no leaks
+                # Section 4: no leaks; in a VRF the spaces are apart and may overlap (section 2.2).
+                if via in mine and (vs.vrf is not None or not any(a in prefix for a in provider))
             )
             vpns.append(VpnConfig(vpn_id, mine, routes, vs.table, vs.vrf, ike=vs.ike is not None))
         return RuntimeConfig(local, tuple(vpns), settings.underlay_mtu)
@@ -718,6 +721,7 @@ def build_node(settings: NodeSettings, emit: Callable[[dict[str, Any]], None]) -
     keying = StaticKeying(
         {v.vpn_id: v.secret for v in settings.vpns.values() if v.ike is None},
         EpochFile(settings.state_dir / "epochs.json"),
+        rekey_packets=settings.rekey_packets,
     )
     lock = threading.Lock()
 

@@ -124,6 +124,8 @@ class RuntimeConfig:
             if vpn.vrf is None and vpn.table in tables.values():
                 raise ValueError(f"VPN {vpn.vpn_id}: table {vpn.table} belongs to a VRF")
         for vpn in self.vpns:
+            if vpn.vrf is not None:
+                continue  # its own table: VPN space may overlap provider space (section 2.2)
             for prefix, _ in vpn.routes:
                 # Section 4: no route between VPN space and provider space. A VPN prefix covering a
                 # provider address would also send the tunnel's own packets into the tunnel.

@@ -203,6 +203,7 @@ class SaSpec:
     """One ESP transport-mode SA with an AEAD key (``rfc4106(gcm(aes))``: AES key + 4-octet salt).
 
     ``key`` is secret: it is excluded from ``repr`` so that logging a spec cannot leak it.
+    ``hard_packets``: the kernel expires the SA after that many packets (None: no limit).
     ``packets``/``bytes_`` are the kernel's current counters (zero in a desired spec; not compared).
     """
 
@@ -216,6 +217,7 @@ class SaSpec:
     replay_window: int = 32
     algorithm: str = AEAD_ALGO
     mode: Mode = Mode.TRANSPORT
+    hard_packets: int | None = None
     packets: int = field(default=0, compare=False)
     bytes_: int = field(default=0, compare=False)
 
@@ -230,6 +232,8 @@ class SaSpec:
             raise ValueError(f"ICV of {self.icv_bits} bits")
         if not 0 <= self.replay_window <= 255:
             raise ValueError("replay window is one octet")
+        if self.hard_packets is not None and not 0 < self.hard_packets < XFRM_INF:
+            raise ValueError(f"hard packet limit {self.hard_packets}")
 
     @property
     def ident(self) -> tuple[IPv4Address, int]:
@@ -287,6 +291,8 @@ def encode_sa(sa: SaSpec) -> nlmsg:
     msg["saddr"] = _addr(sa.src)
     for limit in ("soft_byte_limit", "hard_byte_limit", "soft_packet_limit", "hard_packet_limit"):
         msg[f"lft_{limit}"] = XFRM_INF
+    if sa.hard_packets is not None:
+        msg["lft_hard_packet_limit"] = sa.hard_packets
     msg["reqid"] = sa.reqid
     msg["family"] = AF_INET
     msg["mode"] = int(sa.mode)
@@ -341,6 +347,9 @@ def decode_sa(body: bytes) -> SaSpec | None:
             replay_window=int(msg["replay_window"]),
             algorithm=name.rstrip(b"\0").decode("ascii", "replace"),
             mode=Mode(msg["mode"]),
+            hard_packets=None
+            if msg["lft_hard_packet_limit"] == XFRM_INF
+            else int(msg["lft_hard_packet_limit"]),
             packets=int(msg["cur_packets"]),
             bytes_=int(msg["cur_bytes"]),
         )

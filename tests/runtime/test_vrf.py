@@ -119,3 +119,20 @@ def test_node_state_carries_the_vrf() -> None:
     config = state.config(settings)
     assert config is not None
     assert [(v.vrf, v.table) for v in config.vpns] == [("vpn7", 1007)]
+
+
+def test_in_a_vrf_vpn_space_may_overlap_provider_space(tmp_path: Path) -> None:
+    """Section 2.2: the two spaces may overlap; apart in two tables, a VPN route covering provider
+    addresses cannot capture the tunnels' own packets (those are routed in main)."""
+    overlap = ((IPv4Network("192.0.2.0/24"), P),)
+    with pytest.raises(ValueError, match="covers provider addresses"):
+        RuntimeConfig(L, (VpnConfig(7, frozenset({P}), overlap),))
+    config = RuntimeConfig(L, (VpnConfig(7, frozenset({P}), overlap, table=1007, vrf="vpn7"),))
+    state = desired_state(config, _keying(tmp_path), [], Ownership())
+    assert {(r.dst, r.table) for r in state.routes} == {(IPv4Network("192.0.2.0/24"), 1007)}
+    settings = NodeSettings(Path("/nonexistent"), {7: VpnSettings(7, bytes(32), overlap, 1007, "vpn7")})
+    node = NodeState()
+    node.apply(LeaseBound(Lease(L, IPv4Address("192.0.2.254"), 0.0, 600, 300, 525)))
+    node.apply(VpnPeersChanged(7, frozenset({P}), frozenset(), frozenset({P})))
+    vpn_config = node.config(settings)
+    assert vpn_config is not None and vpn_config.vpns[0].routes == overlap
