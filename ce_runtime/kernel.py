@@ -6,12 +6,17 @@ Routes we add carry the routing protocol number :data:`RTPROT_CE`; others are no
 Two paths: :meth:`NetlinkKernel.apply` carries out one operation through pyroute2
 (``IPRoute``) and :class:`ce_runtime.xfrm.XfrmSocket`; :meth:`NetlinkKernel.apply_all` sends a
 run of links and XFRM operations in batches of precompiled messages (:mod:`ce_runtime.wire`),
-and falls back to ``apply`` for the rest (routes, VRFs). Links, SAs and policies are dumped
-with the lean decoders of :mod:`ce_runtime.wire`, routes through pyroute2.
+and falls back to ``apply`` for the rest (routes, VRFs, links entering or leaving a VRF). Links,
+SAs and policies are dumped with the lean decoders of :mod:`ce_runtime.wire`, routes through pyroute2.
+
+VRF devices are all reported (with their table, alias and slaves); ownership is the planner's
+call. A link is only ever enslaved to a VRF whose alias marks it as ours, checked here at the
+moment of enslaving, so a name clash can never put our tunnels into someone else's VRF.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -22,19 +27,24 @@ from pyroute2 import IPRoute
 
 from ce_runtime import wire
 from ce_runtime.model import (
+    ALIAS_PREFIX,
     AddLink,
     AddPolicy,
     AddRoute,
     AddSa,
+    AddVrf,
     DelLink,
     DelPolicy,
     DelRoute,
     DelSa,
+    DelVrf,
     KernelState,
     LinkSpec,
     Op,
     RouteSpec,
     SetLink,
+    SetVrf,
+    VrfSpec,
 )
 from ce_runtime.wire import NetlinkChannel
 from ce_runtime.xfrm import MsgType, XfrmSocket
@@ -69,8 +79,8 @@ class NetlinkKernel:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _links(self) -> tuple[set[LinkSpec], dict[int, str]]:
-        links: set[LinkSpec] = set()
+    def _links(self) -> tuple[set[LinkSpec], set[VrfSpec], dict[int, str]]:
+        dumped_links: list[wire.DumpedLink] = []
         names: dict[int, str] = {}
         self._indexes.clear()
         for kind, body in self._rt.dump(wire.RTM_GETLINK, wire.LINK_DUMP):
@@ -79,12 +89,39 @@ class NetlinkKernel:
                 continue
             names[dumped.index] = dumped.name
             self._indexes[dumped.name] = dumped.index
+            dumped_links.append(dumped)
+        slaves: dict[int, set[str]] = {}
+        for dumped in dumped_links:
+            if dumped.master:
+                slaves.setdefault(dumped.master, set()).add(dumped.name)
+        links: set[LinkSpec] = set()
+        vrfs: set[VrfSpec] = set()
+        for dumped in dumped_links:
             if dumped.spec is not None:
-                links.add(dumped.spec)
-        return links, names
+                # Enslaved to anything (a VRF or not): reported by name, the planner decides.
+                master = dumped.master
+                links.add(
+                    dataclasses.replace(dumped.spec, vrf=names.get(master, f"#{master}"))
+                    if master
+                    else dumped.spec
+                )
+            elif dumped.kind == "vrf":
+                try:
+                    vrfs.add(
+                        VrfSpec(
+                            dumped.name,
+                            dumped.table or 0,
+                            dumped.alias,
+                            up=dumped.up,
+                            slaves=frozenset(slaves.get(dumped.index, ())),
+                        )
+                    )
+                except ValueError:
+                    continue  # a VRF on a reserved table or with a strange name: never one of ours
+        return links, vrfs, names
 
     def read(self) -> KernelState:
-        links, names = self._links()
+        links, vrfs, names = self._links()
         routes: set[RouteSpec] = set()
         for msg in self._ipr.get_routes(family=socket.AF_INET):
             if msg["proto"] != RTPROT_CE or msg.get_attr("RTA_OIF") not in names:
@@ -107,6 +144,7 @@ class NetlinkKernel:
                 if kind == MsgType.NEWPOLICY and (policy := wire.decode_policy(body)) is not None
             ),
             routes=frozenset(routes),
+            vrfs=frozenset(vrfs),
         )
 
     def index(self, name: str) -> int:
@@ -116,9 +154,21 @@ class NetlinkKernel:
             self._indexes[name] = int(reply["index"])
         return self._indexes[name]
 
+    def _our_vrf(self, name: str | None) -> int:
+        """The index of VRF ``name`` if it is ours (kind vrf, our alias), else raise; 0 for None."""
+        if name is None:
+            return 0
+        (reply,) = self._ipr.link("get", ifname=name)  # one request: now, not the round's dump
+        kind = reply.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+        if kind != "vrf" or not (reply.get_attr("IFLA_IFALIAS") or "").startswith(ALIAS_PREFIX):
+            raise PermissionError(f"{name} is not a VRF of ours: no link is enslaved to it")
+        return int(reply["index"])
+
     def apply(self, op: Op) -> None:
         match op:
             case AddLink(link):
+                # The VRF is checked first: a link created but not marked would be orphaned.
+                extra = {} if link.vrf is None else {"master": self._our_vrf(link.vrf)}
                 self._ipr.link(
                     "add",
                     ifname=link.name,
@@ -131,12 +181,31 @@ class NetlinkKernel:
                 self._indexes.pop(link.name, None)
                 # The alias is only taken by a "set" (the kernel ignores IFLA_IFALIAS on creation).
                 self._ipr.link(
-                    "set", index=self.index(link.name), ifalias=link.alias, state="up" if link.up else "down"
+                    "set",
+                    index=self.index(link.name),
+                    ifalias=link.alias,
+                    state="up" if link.up else "down",
+                    **extra,
                 )
             case SetLink(link):
                 self._ipr.link(
-                    "set", index=self.index(link.name), mtu=link.mtu, state="up" if link.up else "down"
+                    "set",
+                    index=self.index(link.name),
+                    mtu=link.mtu,
+                    state="up" if link.up else "down",
+                    master=self._our_vrf(link.vrf),  # 0: released
                 )
+            case AddVrf(vrf):
+                self._ipr.link("add", ifname=vrf.name, kind="vrf", vrf_table=vrf.table)
+                self._indexes.pop(vrf.name, None)
+                self._ipr.link(
+                    "set", index=self.index(vrf.name), ifalias=vrf.alias, state="up" if vrf.up else "down"
+                )
+            case SetVrf(vrf):
+                self._ipr.link("set", index=self.index(vrf.name), state="up" if vrf.up else "down")
+            case DelVrf(vrf):
+                self._ipr.link("del", index=self.index(vrf.name))
+                self._indexes.pop(vrf.name, None)
             case DelLink(link):
                 self._ipr.link("del", index=self.index(link.name))
                 self._indexes.pop(link.name, None)
@@ -173,12 +242,12 @@ class NetlinkKernel:
                 # The alias (ours: what marks the link as ours) only after the create succeeded,
                 # never on a link of that name that someone else made.
                 return self._rt, [partial(wire.new_link, link), partial(wire.set_link_alias, link)]
-            case SetLink(link) if link.vrf is None:
-                return self._rt, [partial(wire.set_link, link)]
             case DelLink(link):
                 return self._rt, [partial(wire.delete_link, link)]
             case _:
-                return None  # routes (need the link's index), VRFs: one at a time through apply()
+                # Routes (need the link's index), VRFs, links entering a VRF and link changes (which
+                # may release a link from a VRF: IFLA_MASTER): one at a time through apply().
+                return None
 
     def apply_all(self, ops: Sequence[Op]) -> list[Exception | None]:
         """Carry out ``ops`` in order: runs of links and XFRM operations in batches, the rest one by one.

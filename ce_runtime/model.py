@@ -89,6 +89,10 @@ class VrfSpec:
     table: int
     alias: str
     up: bool = True
+    #: An ``unreachable default`` route of ours (highest metric) in ``table``: a lookup that finds
+    #: nothing in the VRF stops there instead of falling through to the next rule, i.e. to the
+    #: main table and provider space (the kernel's vrf.rst recommends it; observed in the VM).
+    sealed: bool = True
     #: Every device enslaved to it, as dumped (not compared). Someone else's device in it (the
     #: LAN interface the operator put there) holds an unwanted VRF of ours back from deletion:
     #: deleting it would release that device into the main table, i.e. into provider space.
@@ -177,7 +181,7 @@ class AddVrf:
 
 @dataclass(frozen=True, slots=True)
 class SetVrf:
-    """Up/down changed: adjusted in place (re-creating it would release every slave, the LAN's too)."""
+    """Up/down or the seal changed: adjusted in place (re-creating it would release every slave)."""
 
     vrf: VrfSpec
 

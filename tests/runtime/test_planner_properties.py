@@ -8,6 +8,7 @@ device (a LAN interface) enslaved, which is never deleted.
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
@@ -40,11 +41,13 @@ FOREIGN_PEERS = [IPv4Address(f"198.51.100.{i}") for i in range(2, 6)]
 peers = st.sampled_from(PEERS)
 keys = st.binary(min_size=36, max_size=36)
 VRF_NAMES = ["vpnA", "vpnB"]
-# Our VRFs: a name, one of two tables (a table change replaces the device), up or down.
+# Our VRFs: a name, one of two tables (a table change replaces the device), up or down, sealed
+# (its unreachable default route present) or not.
 our_vrfs = st.builds(
-    lambda name, table, up: VrfSpec(name, table, f"ce-autoconf vrf table={table}", up),
+    lambda name, table, up, sealed: VrfSpec(name, table, f"ce-autoconf vrf table={table}", up, sealed),
     st.sampled_from(VRF_NAMES),
     st.sampled_from([1001, 1002]),
+    st.booleans(),
     st.booleans(),
 )
 
@@ -105,7 +108,7 @@ def actual_ours(draw: st.DrawFn) -> KernelState:
     state = draw(owned_state())
     lan = draw(st.sets(st.sampled_from(VRF_NAMES)))
     vrfs = frozenset(
-        VrfSpec(v.name, v.table, v.alias, v.up, slaves=frozenset({"lan0"}) if v.name in lan else frozenset())
+        dataclasses.replace(v, slaves=frozenset({"lan0"}) if v.name in lan else frozenset())
         for v in state.vrfs
     )
     return KernelState(state.links, state.sas, state.policies, state.routes, vrfs)
