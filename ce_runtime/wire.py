@@ -112,6 +112,15 @@ _MARK = struct.Struct("=HHII")
 _ERR = struct.Struct("=iIHHII")  # nlmsgerr: error, then the request's header
 
 _LFT_INF = struct.pack("=8Q", XFRM_INF, XFRM_INF, XFRM_INF, XFRM_INF, 0, 0, 0, 0)
+
+
+def _sa_lft(hard_packets: int | None) -> bytes:
+    """xfrm_lifetime_cfg of an SA: no limits but the hard packet limit, if any."""
+    if hard_packets is None:
+        return _LFT_INF
+    return struct.pack("=8Q", XFRM_INF, XFRM_INF, XFRM_INF, hard_packets, 0, 0, 0, 0)
+
+
 _ALL_ALGOS: Final = 0xFFFFFFFF
 # The 16-octet address fields hold an IPv4 address in their first 4 octets ("4s12x").
 _SELECTOR = "4s12x4s12x8xHBBB3x8x"  # daddr saddr ports(0) family plen_d plen_s proto ifindex/user(0)
@@ -163,7 +172,7 @@ def new_sa(sa: SaSpec, seq: int) -> bytes:
         dst, src, AF_INET, 32, 32, 0,  # selector: this pair of hosts, any protocol
         dst, sa.spi.to_bytes(4, "big"), IPPROTO_ESP,
         src,
-        _LFT_INF,
+        _sa_lft(sa.hard_packets),
         sa.reqid, AF_INET, sa.mode, sa.replay_window, 0,
         aead_len, XFRMA_ALG_AEAD, sa.algorithm.encode("ascii"), len(sa.key) * 8, sa.icv_bits,
     )  # fmt: skip
@@ -226,7 +235,8 @@ def _attrs(data: memoryview | bytes, offset: int) -> Iterator[tuple[int, memoryv
         offset += _pad(length)
 
 
-_SA_HEAD = struct.Struct("=56x4s12x4sB3x4s12x64xQQ32xIHBB")  # ... id daddr/spi/proto, saddr, curlft, reqid
+# ... id daddr/spi/proto, saddr, lft's hard packet limit, curlft bytes/packets, reqid ...
+_SA_HEAD = struct.Struct("=56x4s12x4sB3x4s12x24xQ32xQQ32xIHBB")
 _AEAD_HEAD = struct.Struct("=64sII")
 _POLICY_HEAD = struct.Struct("=4s12x4s12x8xHBBB11x64x32xII B")
 _TMPL_FIELDS = struct.Struct("=20xB23xIB")  # proto, reqid, mode of an xfrm_user_tmpl
@@ -236,7 +246,9 @@ def decode_sa(body: bytes | memoryview) -> SaSpec | None:
     """:func:`ce_runtime.xfrm.decode_sa` without the ``nlmsg`` machinery (same results)."""
     if len(body) < 224:
         return None
-    daddr, spi, proto, saddr, cur_bytes, cur_packets, reqid, family, mode, replay = _SA_HEAD.unpack_from(body)
+    daddr, spi, proto, saddr, hard, cur_bytes, cur_packets, reqid, family, mode, replay = (
+        _SA_HEAD.unpack_from(body)
+    )
     if family != AF_INET or proto != IPPROTO_ESP:
         return None
     aead = mark = None
@@ -260,6 +272,7 @@ def decode_sa(body: bytes | memoryview) -> SaSpec | None:
             replay_window=replay,
             algorithm=name.rstrip(b"\0").decode("ascii", "replace"),
             mode=Mode(mode),
+            hard_packets=None if hard == XFRM_INF else hard,
             packets=cur_packets,
             bytes_=cur_bytes,
         )

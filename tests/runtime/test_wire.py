@@ -42,6 +42,7 @@ sas = st.builds(
     mark=marks,
     replay_window=st.integers(0, 255),
     mode=st.sampled_from(list(Mode)),
+    hard_packets=st.none() | st.integers(1, 2**64 - 2),
 )
 policies = st.builds(
     PolicySpec,
