@@ -17,6 +17,7 @@ moment of enslaving, so a name clash can never put our tunnels into someone else
 from __future__ import annotations
 
 import dataclasses
+import errno
 import socket
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -24,6 +25,7 @@ from ipaddress import IPv4Network
 from typing import Any, Final
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ce_runtime import wire
 from ce_runtime.model import (
@@ -53,6 +55,9 @@ __all__ = ["RTPROT_CE", "NetlinkKernel"]
 
 RTPROT_CE: Final = 0xCE
 RT_SCOPE_LINK: Final = 253
+RTN_UNREACHABLE: Final = 7
+#: The metric of a VRF's unreachable default: the highest one, as the kernel's vrf.rst advises.
+SEAL_METRIC: Final = 0xFF000000
 
 _Step = Callable[[int], bytes]  # a message builder, given its sequence number
 
@@ -123,8 +128,14 @@ class NetlinkKernel:
     def read(self) -> KernelState:
         links, vrfs, names = self._links()
         routes: set[RouteSpec] = set()
+        sealed: set[int] = set()  # tables holding our unreachable default
         for msg in self._ipr.get_routes(family=socket.AF_INET):
-            if msg["proto"] != RTPROT_CE or msg.get_attr("RTA_OIF") not in names:
+            if msg["proto"] != RTPROT_CE:
+                continue
+            if msg["type"] == RTN_UNREACHABLE and msg["dst_len"] == 0:
+                sealed.add(msg.get_attr("RTA_TABLE") or msg["table"])
+                continue
+            if msg.get_attr("RTA_OIF") not in names:
                 continue
             dst = msg.get_attr("RTA_DST") or "0.0.0.0"  # noqa: S104 - a default route, not a bind
             table = msg.get_attr("RTA_TABLE") or msg["table"]
@@ -144,7 +155,7 @@ class NetlinkKernel:
                 if kind == MsgType.NEWPOLICY and (policy := wire.decode_policy(body)) is not None
             ),
             routes=frozenset(routes),
-            vrfs=frozenset(vrfs),
+            vrfs=frozenset(dataclasses.replace(v, sealed=v.table in sealed) for v in vrfs),
         )
 
     def index(self, name: str) -> int:
@@ -163,6 +174,19 @@ class NetlinkKernel:
         if kind != "vrf" or not (reply.get_attr("IFLA_IFALIAS") or "").startswith(ALIAS_PREFIX):
             raise PermissionError(f"{name} is not a VRF of ours: no link is enslaved to it")
         return int(reply["index"])
+
+    def _seal(self, table: int, sealed: bool) -> None:
+        """Add (idempotently) or remove our ``unreachable default`` in ``table``."""
+        kwargs = {"dst": "0.0.0.0/0", "table": table, "type": "unreachable", "proto": RTPROT_CE,
+                  "priority": SEAL_METRIC}  # fmt: skip
+        if sealed:
+            self._ipr.route("replace", **kwargs)
+            return
+        try:
+            self._ipr.route("del", **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.ESRCH:
+                raise
 
     def apply(self, op: Op) -> None:
         match op:
@@ -201,9 +225,12 @@ class NetlinkKernel:
                 self._ipr.link(
                     "set", index=self.index(vrf.name), ifalias=vrf.alias, state="up" if vrf.up else "down"
                 )
+                self._seal(vrf.table, vrf.sealed)
             case SetVrf(vrf):
                 self._ipr.link("set", index=self.index(vrf.name), state="up" if vrf.up else "down")
+                self._seal(vrf.table, vrf.sealed)
             case DelVrf(vrf):
+                self._seal(vrf.table, False)  # not tied to the device: it would outlive it
                 self._ipr.link("del", index=self.index(vrf.name))
                 self._indexes.pop(vrf.name, None)
             case DelLink(link):

@@ -115,6 +115,8 @@ echo "VPN_ROUTE_IN_VRF2 $(ip -n ce2 route show table 1007 proto 206 | grep -c '^
 count() { ip -n "$1" route show table "$2" | grep -c "$3"; }
 echo "VPN_IN_MAIN $(count ce1 main '^10\.') $(count ce2 main '^10\.')"
 echo "PROVIDER_IN_VRF $(count ce1 1007 '192\.0\.2\.') $(count ce2 1007 '192\.0\.2\.')"
+SEAL='^unreachable default proto 206'
+echo "SEALED $(count ce1 1007 "$SEAL") $(count ce2 1007 "$SEAL")"
 ip netns exec ce1 tcpdump -U -n -i v1 -w vcap.pcap ip 2>/dev/null & TD=$!
 sleep 2
 ip netns exec lan1 ping -c 3 -W 3 10.2.0.10 >vping.txt 2>&1 && echo VRF_PING_OK
@@ -128,8 +130,9 @@ ip netns exec lan1 ping -c 1 -W 2 192.0.2.1 >/dev/null 2>&1 && echo "OWN_ADDRESS
 ip -n ce1 rule add pref 32765 table local && ip -n ce1 rule del pref 0
 ip netns exec lan1 ping -c 1 -W 2 192.0.2.1 >/dev/null 2>&1 || echo "OWN_ADDRESS_MOVED unreachable"
 ip netns exec lan1 ping -c 1 -W 3 10.2.0.10 >/dev/null 2>&1 && echo "VRF_PING_AFTER_RULE_OK"
-ip netns exec ce1 ping -c 1 -W 3 192.0.2.2 >/dev/null 2>&1 && echo "PROVIDER_PING_AFTER_RULE_OK"
 sleep 1; kill $TD; wait $TD 2>/dev/null
+# Provider space itself still works (after the capture: this one is plain ICMP on the wire).
+ip netns exec ce1 ping -c 1 -W 3 192.0.2.2 >/dev/null 2>&1 && echo "PROVIDER_PING_AFTER_RULE_OK"
 tcpdump -n -r vcap.pcap 2>/dev/null > vcap.txt
 echo "VCAP_ESP $(grep -c 'ESP(spi=' vcap.txt)"
 echo "VCAP_OTHER $(grep -vc 'ESP(spi=' vcap.txt)"
@@ -142,7 +145,7 @@ outspi() { ip -n "$1" xfrm state list src "$2" dst "$3" | sed -n 's/.*spi \(0x[0
 pkts() { ip -n "$1" -s xfrm state list spi "$2" | sed -n 's/.* \([0-9]*\)(packets)$/\1/p' | tail -1; }
 OLD=$(outspi ce1 192.0.2.1 192.0.2.2); echo "REKEY_OLD $OLD"
 ip -n ce1 -s xfrm state list spi "$OLD"
-ip netns exec lan1 ping -i 0.2 -c 150 -W 2 10.2.0.10 >rping.txt 2>&1 & RP=$!
+ip netns exec lan1 ping -i 0.2 -W 2 10.2.0.10 >rping.txt 2>&1 & RP=$!
 i=0; while [ $i -lt 120 ] && [ "$(pkts ce1 "$OLD")" -lt 50 ]; do sleep 0.5; i=$((i+1)); done
 echo "BEFORE_REKEY packets=$(pkts ce1 "$OLD")"
 rtk ce1 ce1-vrf.json rekey1.log; echo "REKEY1 rc=$?"
@@ -156,13 +159,16 @@ echo "NEW_PACKETS $(pkts ce1 "$NEW")"
 echo "OLD_LEFT_CE2 $(ip -n ce2 xfrm state list spi "$OLD" | grep -c spi)"
 echo "NEW_AT_CE2 $(ip -n ce2 xfrm state list spi "$NEW" | grep -c spi)"
 rtk ce1 ce1-vrf.json rekey3.log; echo "REKEY3 rc=$?"
-wait $RP
-echo "REKEY_PING $(grep 'packets transmitted' rping.txt)"
+sleep 2; kill -INT $RP; wait $RP
+# Lost = echo requests up to the last answered one that got no answer (the one in flight when
+# ping was stopped does not count).
+LAST=$(grep -o 'icmp_seq=[0-9]*' rping.txt | tail -1 | cut -d= -f2)
+echo "REKEY_PING replies=$(grep -c 'icmp_seq=' rping.txt) last=$LAST"
 cat st-ce1/epochs.json st-ce2/epochs.json; echo
 # The VPN leaves the VRF config: links released, our VRF removed once nobody else is in it.
 ip -n ce1 link set l1 nomaster
 rt ce1 ce1-none.json vrfremove.log; echo "VRF_REMOVE rc=$?"
-echo "VRF_LEFT $(ip -n ce1 -o link show type vrf | grep -c ' vpn7:')"
+echo "VRF_LEFT $(ip -n ce1 -o link show type vrf | grep -c ' vpn7:') $(count ce1 1007 .)"
 echo "FOREIGN_VRF $(ip -n ce1 -d link show vrfx | grep -c 'vrf table 1099')"
 for f in build1 build2 again1 repair slide remove vrf1 vrf2 vrfagain rekey1 rekey2 rekey3 vrfremove; do
     echo "== $f.log"; cat $f.log
@@ -212,6 +218,7 @@ def test_two_ces_in_the_vm() -> None:
     assert "VPN_ROUTE_IN_VRF1 1" in out and "VPN_ROUTE_IN_VRF2 1" in out, why
     assert "VPN_IN_MAIN 0 0" in out, why
     assert "PROVIDER_IN_VRF 0 0" in out, why
+    assert "SEALED 1 1" in out, why  # a lookup that misses in the VRF stops there
     assert "VRF_PING_OK" in out, why
     assert "NO_LEAK_VPN_TO_PROVIDER" in out and "NO_LEAK_PROVIDER_TO_VPN" in out, why
     assert "OWN_ADDRESS_MOVED unreachable" in out, why
@@ -229,9 +236,8 @@ def test_two_ces_in_the_vm() -> None:
     assert "HARD_LIMIT 1" in out, why
     used = re.search(r"NEW_PACKETS (\d+)", out)
     assert used is not None and int(used.group(1)) > 0, why
-    ping = re.search(r"REKEY_PING (\d+) packets transmitted, (\d+) received", out)
-    assert ping is not None and int(ping.group(1)) == 150 and int(ping.group(1)) - int(ping.group(2)) <= 2, (
-        why
-    )
-    assert "VRF_REMOVE rc=0" in out and "VRF_LEFT 0" in out, why
+    ping = re.search(r"REKEY_PING replies=(\d+) last=(\d+)", out)
+    assert ping is not None and int(ping.group(2)) >= 60, why  # it ran across the rekeys
+    assert int(ping.group(2)) - int(ping.group(1)) <= 2, why  # a packet or two lost at most
+    assert "VRF_REMOVE rc=0" in out and "VRF_LEFT 0 0" in out, why  # the device and its table's routes
     assert "FOREIGN_VRF 1" in out, why
