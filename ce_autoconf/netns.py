@@ -289,12 +289,23 @@ class Lab:
         a_address: str | None = None,
         b_address: str | None = None,
     ) -> None:
-        """A veth pair between two namespaces, created inside ``a`` (never in the host's)."""
+        """A veth pair between two namespaces, created inside ``a`` (never in the host's).
+
+        Returns once both ends are operationally up: until the kernel's link watcher has run
+        (asynchronously, later on a loaded machine) a veth still has its no-op qdisc and
+        silently drops what is sent, such as a test's first DHCPDISCOVER.
+        """
         a.ip("link", "add", a_name, "type", "veth", "peer", "name", b_name, "netns", b.name)
         for ns, ifname, address in ((a, a_name, a_address), (b, b_name, b_address)):
             if address is not None:
                 ns.ip("addr", "add", address, "dev", ifname)
             ns.ip("link", "set", ifname, "up")
+        for ns, ifname in ((a, a_name), (b, b_name)):
+            wait_for(
+                lambda: " state UP " in ns.ip("-o", "link", "show", "dev", ifname),  # noqa: B023
+                10,
+                what=f"{ifname} in {ns.name} up",
+            )
 
     def bridge(self, switch: Namespace, name: str = "br0") -> None:
         switch.ip("link", "add", name, "type", "bridge")
