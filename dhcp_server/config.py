@@ -603,6 +603,7 @@ class ListenConfig:
     interfaces: tuple[str, ...]
     address: IPv4Address
     port: int
+    max_queue_delay: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -863,6 +864,7 @@ def _listen(t: Table, server: ServerConfig | None) -> ListenConfig | None:
     interfaces: tuple[str, ...] = t.get("interfaces", array(interface), ())
     address = t.get("address", ipv4, ANY_ADDRESS)
     port = t.get("port", integer(1, 65535), DEFAULT_PORT)
+    max_queue_delay = t.get("max_queue_delay", seconds(positive=True), 2.0)
     t.done()
     attached = () if server is None else tuple(s.interface for s in server.subnets if s.interface)
     if not interfaces:
@@ -875,7 +877,7 @@ def _listen(t: Table, server: ServerConfig | None) -> ListenConfig | None:
                 t.reader.problem(
                     ("subnets", i, "interface"), f"{subnet.interface} is not in listen.interfaces"
                 )
-    return ListenConfig(interfaces, address, port)
+    return ListenConfig(interfaces, address, port, max_queue_delay)
 
 
 def _api(t: Table, base: Path) -> ApiConfig | None:

@@ -44,16 +44,17 @@ from dhcp_server.actions import Event, Outcome, Received, Reply, Write
 from dhcp_server.engine import ServerEngine
 from dhcp_server.model import ServerConfig
 from dhcp_server.netutil import (
+    ANCILLARY_SPACE,
     IP_PKTINFO,
-    PKTINFO_SPACE,
     SO_BINDTODEVICE,
+    SO_TIMESTAMP,
     NeighbourError,
     Neighbours,
     NeighbourTable,
     interface_index,
     interface_name,
     pack_pktinfo,
-    unpack_pktinfo,
+    read_ancillary,
 )
 from dhcp_server.store import Store
 
@@ -82,10 +83,17 @@ class DriverConfig:
     batch_limit: int = 256
     #: Run ``store.commit`` in a worker thread (the loop keeps receiving during the fsync).
     commit_in_thread: bool = True
+    #: A datagram that waited longer than this in the socket's queue (the kernel's arrival
+    #: stamp) is dropped unanswered (``stale``): an overloaded server then spends its time on
+    #: requests whose clients are still waiting, not on ones they have retransmitted or given
+    #: up on (RFC 2131 4.1: a first retransmission after about 4 s). ``None``: answer all.
+    max_queue_delay: float | None = 2.0
 
     def __post_init__(self) -> None:
         if self.batch_limit < 1:
             raise ValueError("batch_limit must be at least 1")
+        if self.max_queue_delay is not None and self.max_queue_delay <= 0:
+            raise ValueError("max_queue_delay must be positive (or None)")
         if not 0 <= self.port <= 0xFFFF:
             raise ValueError(f"port {self.port} is not a UDP port")
 
@@ -188,6 +196,7 @@ class ServerDriver:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
             try:  # beyond net.core.rmem_max needs CAP_NET_ADMIN
                 sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, self.config.receive_buffer)
             except OSError:
@@ -258,9 +267,12 @@ class ServerDriver:
         sock = listener.sock
         handle = self.engine.handle
         clock = self._clock
+        max_delay = self.config.max_queue_delay
+        # Read once per batch: datagrams handled later in the batch only get older.
+        oldest = clock() - max_delay if max_delay is not None else None
         for _ in range(self.config.batch_limit):
             try:
-                data, ancillary, _flags, source = sock.recvmsg(_MAX_DATAGRAM, PKTINFO_SPACE)
+                data, ancillary, _flags, source = sock.recvmsg(_MAX_DATAGRAM, ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -268,11 +280,13 @@ class ServerDriver:
                 log.warning("receive error: %s", exc)
                 break
             self.counters["datagrams"] += 1
+            ifindex, arrived = read_ancillary(ancillary)
+            if oldest is not None and arrived is not None and arrived < oldest:
+                self.counters["stale"] += 1
+                continue
             interface = listener.interface
-            if interface is None:
-                ifindex = unpack_pktinfo(ancillary)
-                if ifindex is not None:
-                    interface = self._name_of(ifindex)
+            if interface is None and ifindex is not None:
+                interface = self._name_of(ifindex)
             received = Received(data, self._address_of(source[0]), source[1], interface)
             try:
                 outcome = handle(received, clock())

@@ -15,15 +15,18 @@ from ipaddress import IPv4Address
 from typing import Any, Final, Protocol
 
 __all__ = [
+    "ANCILLARY_SPACE",
     "IP_PKTINFO",
     "PKTINFO_SPACE",
     "SO_BINDTODEVICE",
+    "SO_TIMESTAMP",
     "NeighbourError",
     "NeighbourTable",
     "Neighbours",
     "interface_index",
     "interface_name",
     "pack_pktinfo",
+    "read_ancillary",
     "unpack_pktinfo",
 ]
 
@@ -32,6 +35,11 @@ IP_PKTINFO: Final = getattr(socket, "IP_PKTINFO", 8)
 SO_BINDTODEVICE: Final = getattr(socket, "SO_BINDTODEVICE", 25)
 _PKTINFO: Final = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
 PKTINFO_SPACE: Final = socket.CMSG_SPACE(_PKTINFO.size)
+#: SO_TIMESTAMP: the kernel stamps each datagram with its arrival (SCM_TIMESTAMP, a timeval).
+SO_TIMESTAMP: Final = getattr(socket, "SO_TIMESTAMP", 29)
+_TIMEVAL: Final = struct.Struct("=qq")
+#: recvmsg's ancillary buffer for both IP_PKTINFO and SCM_TIMESTAMP.
+ANCILLARY_SPACE: Final = PKTINFO_SPACE + socket.CMSG_SPACE(_TIMEVAL.size)
 #: NUD_REACHABLE: the kernel uses the entry at once and ages it out like a learned one.
 _NUD_REACHABLE: Final = 0x02
 
@@ -43,6 +51,20 @@ def unpack_pktinfo(ancillary: list[tuple[int, int, bytes]]) -> int | None:
             ifindex: int = _PKTINFO.unpack_from(data)[0]
             return ifindex
     return None
+
+
+def read_ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[int | None, float | None]:
+    """The receiving interface's index (IP_PKTINFO) and the kernel's arrival time (SCM_TIMESTAMP,
+    seconds since the epoch), each ``None`` when absent."""
+    ifindex: int | None = None
+    arrived: float | None = None
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
+            ifindex = _PKTINFO.unpack_from(data)[0]
+        elif level == socket.SOL_SOCKET and kind == SO_TIMESTAMP and len(data) >= _TIMEVAL.size:
+            seconds, micros = _TIMEVAL.unpack_from(data)
+            arrived = seconds + micros * 1e-6
+    return ifindex, arrived
 
 
 def pack_pktinfo(ifindex: int) -> list[tuple[int, int, bytes]]:

@@ -108,7 +108,12 @@ async def serve_config(
         driver = ServerDriver(
             engine,
             store,
-            DriverConfig(interfaces=listen.interfaces, address=str(listen.address), port=listen.port),
+            DriverConfig(
+                interfaces=listen.interfaces,
+                address=str(listen.address),
+                port=listen.port,
+                max_queue_delay=listen.max_queue_delay,
+            ),
         )
         await driver.start()
         api: ApiServer | None = None

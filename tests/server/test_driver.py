@@ -16,7 +16,8 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "netns"))  # the harness
-from netns import Lab, LoopThread, Namespace
+from netns import Lab, LoopThread, Namespace, wait_for
 
 pytest_plugins = ["netns"]  # the lab and require_tools fixtures
 
@@ -131,7 +132,11 @@ class Bench:
 
 
 def start_bench(
-    lab: Lab, store: Store, engine_cls: type[ServerEngine] = ServerEngine, **driver: object
+    lab: Lab,
+    store: Store,
+    engine_cls: type[ServerEngine] = ServerEngine,
+    clock: Callable[[], float] = time.time,
+    **driver: object,
 ) -> Bench:
     server_ns = lab.namespace("srv")
     client_ns = lab.namespace("cli")
@@ -139,7 +144,7 @@ def start_bench(
     engine = engine_cls(server_config(), store.load())
     config = DriverConfig(interfaces=("eth0",), **driver)  # type: ignore[arg-type]
     thread = LoopThread(server_ns)
-    the_driver = ServerDriver(engine, store, config)
+    the_driver = ServerDriver(engine, store, config, clock=clock)
     thread.call(the_driver.start())
     return Bench(lab, server_ns, client_ns, thread, the_driver, store)
 
@@ -184,6 +189,25 @@ def test_discover_offer_request_ack(lab: Lab) -> None:
         lease = store.load().leases[offer.yiaddr]
         assert lease.chaddr[:6] == mac
         assert store.commits == 1
+    finally:
+        bench.thread.call(bench.driver.stop())
+        bench.thread.close()
+
+
+def test_datagrams_that_waited_too_long_are_dropped_unanswered(lab: Lab) -> None:
+    """The kernel's arrival stamp against the driver's clock: to a clock 10 s ahead, a DISCOVER
+    that just arrived has waited 10 s, past ``max_queue_delay``: counted, never answered."""
+    bench = start_bench(lab, MemoryStore(), clock=lambda: time.time() + 10, max_queue_delay=2.0)
+    try:
+        sock = bench.client_socket()
+        sock.sendto(
+            message(MessageType.DHCPDISCOVER, bytes.fromhex("02aabbcc0042"), 42), ("255.255.255.255", 67)
+        )
+        wait_for(lambda: bench.driver.counters["stale"] == 1, 10, what="the stale datagram counted")
+        assert bench.driver.engine.counters["received:DHCPDISCOVER"] == 0
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recv(4096)
     finally:
         bench.thread.call(bench.driver.stop())
         bench.thread.close()
