@@ -7,6 +7,8 @@ store for a batch commit can never change underneath it.
 from __future__ import annotations
 
 import enum
+import itertools
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -155,19 +157,27 @@ class ServerConfig:
     peer_ce_code: int = 224
     vpn_server_code: int = 225
     auth_realm: bytes = b""  # the realm of RFC 3118 protocol 2 (dhcpcd "delayedrealm")
+    # Subnets sorted by first address, for a binary search: every relayed message looks its
+    # subnet up by giaddr, and an ISP's server has a subnet per relayed link.
+    _starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _ends: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    _by_start: tuple[SubnetConfig, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        networks = [s.network for s in self.subnets]
-        for i, a in enumerate(networks):
-            for b in networks[i + 1 :]:
-                if a.overlaps(b):
-                    raise ValueError(f"subnets {a} and {b} overlap")
+        ordered = sorted(self.subnets, key=lambda s: int(s.network.network_address))
+        for a, b in itertools.pairwise(ordered):
+            if a.network.overlaps(b.network):  # sorted: only neighbours can overlap
+                raise ValueError(f"subnets {a.network} and {b.network} overlap")
+        object.__setattr__(self, "_starts", tuple(int(s.network.network_address) for s in ordered))
+        object.__setattr__(self, "_ends", tuple(int(s.network.broadcast_address) for s in ordered))
+        object.__setattr__(self, "_by_start", tuple(ordered))
 
     def subnet_for(self, address: IPv4Address) -> SubnetConfig | None:
-        for subnet in self.subnets:
-            if address in subnet.network:
-                return subnet
-        return None
+        value = int(address)
+        at = bisect_right(self._starts, value) - 1
+        if at < 0:
+            return None
+        return self._by_start[at] if value <= self._ends[at] else None
 
 
 class LeaseState(enum.Enum):
