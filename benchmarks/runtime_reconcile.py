@@ -1,17 +1,21 @@
 """Reconcile 10/100/500 peers (create, then tear down) against ``ip -batch`` doing the same, in one VM run.
 
-    .venv/bin/python benchmarks/runtime_reconcile.py [--sizes 10,100,500]
+    .venv/bin/python benchmarks/runtime_reconcile.py [--sizes 10,100,500] [--repeat 2]
 
 On the host this boots the micro-VM (tests/vm/microvm.py) and runs itself inside with ``--inside``.
 Per size, in a fresh namespace each: our reconciler (dump, plan, apply; keys derived; window of 4
 inbound SAs + 1 outbound, 2 policies, 1 ipip link with MTU and alias, per peer) from empty to N peers
 and back to none; then one ``ip -batch`` file with the same kernel operations, and its teardown.
-The ratio is ours / ip. A 2-peer warm-up round (module loading) is not reported.
+Both sides run ``--repeat`` times, alternating; each side's best run is reported (the machine is
+shared: the best is the one least disturbed), with create and teardown apart. The ratio is ours / ip.
+A 2-peer warm-up round (module loading) is not reported. The host's load average is printed
+before and after: a loaded host makes both sides slower, not always by the same factor.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,8 +31,8 @@ def _peers(n: int) -> list[IPv4Address]:
     return [IPv4Address(int(IPv4Address("10.200.0.0")) + 1 + i) for i in range(n)]
 
 
-def _inside_one(n: int, state_dir: Path) -> float:
-    """Run in the namespace: create n tunnels, then remove them; seconds for both rounds."""
+def _inside_one(n: int, state_dir: Path) -> tuple[float, float]:
+    """Run in the namespace: create n tunnels, then remove them; seconds of each round."""
     sys.path.insert(0, str(REPO))
     from ce_runtime.kernel import NetlinkKernel  # noqa: PLC0415
     from ce_runtime.keying import EpochFile, StaticKeying  # noqa: PLC0415
@@ -45,12 +49,14 @@ def _inside_one(n: int, state_dir: Path) -> float:
         rec = Reconciler(kernel, StaticKeying({7: SECRET}, EpochFile(state_dir / "epochs.json")), NoHooks())
         start = time.perf_counter()
         up = rec.reconcile(full, 0)
+        middle = time.perf_counter()
         down = rec.reconcile(empty, 1)
-        elapsed = time.perf_counter() - start
+        end = time.perf_counter()
     if up.failed or down.failed:
         raise RuntimeError(f"failures: {up.failed[:3]} {down.failed[:3]}")
     assert len(up.applied) == n * 8, len(up.applied)
-    return elapsed
+    assert len(down.applied) == n * 8, len(down.applied)
+    return middle - start, end - middle
 
 
 def _batch(n: int) -> tuple[str, str]:
@@ -85,57 +91,81 @@ def _batch(n: int) -> tuple[str, str]:
     return "\n".join(up) + "\n", "\n".join(down) + "\n"
 
 
-def _inside(sizes: list[int]) -> None:
-    print(f"{'peers':>6} {'ours s':>8} {'ip -batch s':>12} {'ratio':>6} {'ours us/peer':>13}")
+def _ours(ns: str, n: int) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, __file__, "--one", str(n), "--state", tmp],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    up, down = out.stdout.strip().splitlines()[-1].split()
+    return float(up), float(down)
+
+
+def _theirs(ns: str, n: int) -> tuple[float, float]:
+    up, down = _batch(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "up").write_text(up)
+        (Path(tmp) / "down").write_text(down)
+        start = time.perf_counter()
+        subprocess.run(["ip", "-n", ns, "-batch", str(Path(tmp) / "up")], check=True)
+        middle = time.perf_counter()
+        subprocess.run(["ip", "-n", ns, "-batch", str(Path(tmp) / "down")], check=True)
+        return middle - start, time.perf_counter() - middle
+
+
+def _inside(sizes: list[int], repeat: int) -> None:
+    print(
+        f"{'peers':>6} {'ours up':>8} {'down':>7} {'ip up':>7} {'down':>7} "
+        f"{'ours s':>7} {'ip s':>7} {'ratio':>6} {'ours ms/peer':>13} {'ip ms/peer':>11}"
+    )
     # The first round of each loads kernel modules (ipip, esp4, gcm, ...) through the VM's modprobe
     # wrapper: a warm-up round of 2 peers that is not reported.
     for i, n in enumerate([2, *sizes]):
         ns = f"bench{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run(
-                ["ip", "netns", "exec", ns, sys.executable, __file__, "--one", str(n), "--state", tmp],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            ours = float(out.stdout.strip().splitlines()[-1])
-            up, down = _batch(n)
-            (Path(tmp) / "up").write_text(up)
-            (Path(tmp) / "down").write_text(down)
-            start = time.perf_counter()
-            subprocess.run(["ip", "-n", ns, "-batch", str(Path(tmp) / "up")], check=True)
-            subprocess.run(["ip", "-n", ns, "-batch", str(Path(tmp) / "down")], check=True)
-            theirs = time.perf_counter() - start
+        ours: list[tuple[float, float]] = []
+        theirs: list[tuple[float, float]] = []
+        for _ in range(1 if i == 0 else repeat):
+            ours.append(_ours(ns, n))
+            theirs.append(_theirs(ns, n))
         subprocess.run(["ip", "netns", "del", ns], check=True)
         if i == 0:
             continue
+        (o_up, o_down), (t_up, t_down) = min(ours, key=sum), min(theirs, key=sum)
+        o, t = o_up + o_down, t_up + t_down
         print(
-            f"{n:>6} {ours:>8.3f} {theirs:>12.3f} {ours / theirs:>6.2f} {ours / n * 1e6:>13.0f}", flush=True
+            f"{n:>6} {o_up:>8.2f} {o_down:>7.2f} {t_up:>7.2f} {t_down:>7.2f} {o:>7.2f} {t:>7.2f} "
+            f"{o / t:>6.2f} {o / n * 1e3:>13.1f} {t / n * 1e3:>11.1f}",
+            flush=True,
         )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,100,500")
+    parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--inside", action="store_true")
     parser.add_argument("--one", type=int)
     parser.add_argument("--state", type=Path)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.one is not None:
-        print(_inside_one(args.one, args.state))
+        print(*_inside_one(args.one, args.state))
         return 0
     if args.inside:
-        _inside(sizes)
+        _inside(sizes, args.repeat)
         return 0
     sys.path.insert(0, str(REPO / "tests" / "vm"))
     import microvm  # noqa: PLC0415
 
     py, me = '"$CE_REPO/.venv/bin/python"', '"$CE_REPO/benchmarks/runtime_reconcile.py"'
-    script = f"{py} {me} --inside --sizes {args.sizes}\n"
-    result = microvm.run_in_vm(script, timeout=1200)
+    script = f"{py} {me} --inside --sizes {args.sizes} --repeat {args.repeat}\n"
+    print("host load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()), flush=True)
+    result = microvm.run_in_vm(script, timeout=2400)
     print(result.stdout, end="")
+    print("host load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if result.returncode != 0:
         print(result.explain(), file=sys.stderr)
     return result.returncode
