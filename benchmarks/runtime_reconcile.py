@@ -20,8 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = bytes(range(32))
@@ -31,8 +33,12 @@ def _peers(n: int) -> list[IPv4Address]:
     return [IPv4Address(int(IPv4Address("10.200.0.0")) + 1 + i) for i in range(n)]
 
 
-def _inside_one(n: int, state_dir: Path) -> tuple[float, float]:
-    """Run in the namespace: create n tunnels, then remove them; seconds of each round."""
+def _inside_one(n: int, state_dir: Path) -> tuple[float, float, float, float]:
+    """Run in the namespace: create n tunnels, then remove them.
+
+    Seconds of each round, then of both rounds' dumps (``read``) and kernel changes (``apply_all``):
+    the rest is planning and keying.
+    """
     sys.path.insert(0, str(REPO))
     from ce_runtime.kernel import NetlinkKernel  # noqa: PLC0415
     from ce_runtime.keying import EpochFile, StaticKeying  # noqa: PLC0415
@@ -45,7 +51,21 @@ def _inside_one(n: int, state_dir: Path) -> tuple[float, float]:
     local = IPv4Address("192.0.2.1")
     full = RuntimeConfig(local, (VpnConfig(7, frozenset(_peers(n))),))
     empty = RuntimeConfig(local, (VpnConfig(7, frozenset()),))
+    spent = {"read": 0.0, "apply_all": 0.0}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                spent[name] += time.perf_counter() - start
+
+        return run
+
     with NetlinkKernel() as kernel:
+        kernel.read = timed("read", kernel.read)  # type: ignore[method-assign]
+        kernel.apply_all = timed("apply_all", kernel.apply_all)  # type: ignore[method-assign]
         rec = Reconciler(kernel, StaticKeying({7: SECRET}, EpochFile(state_dir / "epochs.json")), NoHooks())
         start = time.perf_counter()
         up = rec.reconcile(full, 0)
@@ -56,7 +76,7 @@ def _inside_one(n: int, state_dir: Path) -> tuple[float, float]:
         raise RuntimeError(f"failures: {up.failed[:3]} {down.failed[:3]}")
     assert len(up.applied) == n * 8, len(up.applied)
     assert len(down.applied) == n * 8, len(down.applied)
-    return middle - start, end - middle
+    return middle - start, end - middle, spent["read"], spent["apply_all"]
 
 
 def _batch(n: int) -> tuple[str, str]:
@@ -91,7 +111,7 @@ def _batch(n: int) -> tuple[str, str]:
     return "\n".join(up) + "\n", "\n".join(down) + "\n"
 
 
-def _ours(ns: str, n: int) -> tuple[float, float]:
+def _ours(ns: str, n: int) -> tuple[float, ...]:
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, __file__, "--one", str(n), "--state", tmp],
@@ -99,8 +119,7 @@ def _ours(ns: str, n: int) -> tuple[float, float]:
             capture_output=True,
             text=True,
         )
-    up, down = out.stdout.strip().splitlines()[-1].split()
-    return float(up), float(down)
+    return tuple(float(x) for x in out.stdout.strip().splitlines()[-1].split())
 
 
 def _theirs(ns: str, n: int) -> tuple[float, float]:
@@ -122,10 +141,11 @@ def _inside(sizes: list[int], repeat: int) -> None:
     )
     # The first round of each loads kernel modules (ipip, esp4, gcm, ...) through the VM's modprobe
     # wrapper: a warm-up round of 2 peers that is not reported.
+    where = [f"{'peers':>6} {'dumps':>7} {'changes':>8} {'plan+keying':>13}   (ours, seconds, both rounds)"]
     for i, n in enumerate([2, *sizes]):
         ns = f"bench{i}"
         subprocess.run(["ip", "netns", "add", ns], check=True)
-        ours: list[tuple[float, float]] = []
+        ours: list[tuple[float, ...]] = []
         theirs: list[tuple[float, float]] = []
         for _ in range(1 if i == 0 else repeat):
             ours.append(_ours(ns, n))
@@ -133,13 +153,18 @@ def _inside(sizes: list[int], repeat: int) -> None:
         subprocess.run(["ip", "netns", "del", ns], check=True)
         if i == 0:
             continue
-        (o_up, o_down), (t_up, t_down) = min(ours, key=sum), min(theirs, key=sum)
+        (o_up, o_down, read, apply), (t_up, t_down) = (
+            min(ours, key=lambda x: x[0] + x[1]),
+            min(theirs, key=sum),
+        )
         o, t = o_up + o_down, t_up + t_down
+        where.append(f"{n:>6} {read:>7.2f} {apply:>8.2f} {o - read - apply:>13.2f}")
         print(
             f"{n:>6} {o_up:>8.2f} {o_down:>7.2f} {t_up:>7.2f} {t_down:>7.2f} {o:>7.2f} {t:>7.2f} "
             f"{o / t:>6.2f} {o / n * 1e3:>13.1f} {t / n * 1e3:>11.1f}",
             flush=True,
         )
+    print("\n".join(where))
 
 
 def main() -> int:
@@ -151,6 +176,8 @@ def main() -> int:
     parser.add_argument("--state", type=Path)
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if (args.one is not None or args.inside) and os.environ.get("CE_VM") != "1":
+        parser.error("--inside and --one change the kernel's state: only inside the micro-VM")
     if args.one is not None:
         print(*_inside_one(args.one, args.state))
         return 0
