@@ -289,12 +289,12 @@ def plan(desired: KernelState, actual: KernelState, owner: Ownership) -> list[Op
     released = {x.name for x in del_vrfs}  # deleting a VRF releases its slaves
     want_link = {x.name: x for x in desired.links}
     del_links = [x for x in links if x.name not in want_link or want_link[x.name].shape != x.shape]
-    have_link = {x.name: x if x.vrf not in released else _released(x) for x in links if x not in del_links}
+    dead = {x.name for x in del_links}  # by name: a list look-up here made a teardown quadratic
+    have_link = {x.name: x if x.vrf not in released else _released(x) for x in links if x.name not in dead}
     add_links = [x for x in desired.links if x.name not in have_link]
     set_links = [x for x in desired.links if x.name in have_link and have_link[x.name] != x]
     # A link whose master changes (or whose VRF is deleted) loses its routes: the kernel cycles
     # it. They are deleted first and added again afterwards; a deleted link takes its routes along.
-    dead = {x.name for x in del_links}
     remastered = {
         x.name for x in links if x.name not in dead and (x.vrf != want_link[x.name].vrf or x.vrf in released)
     }
