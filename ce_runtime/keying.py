@@ -151,6 +151,8 @@ class StaticKeying:
         self.rekey_packets = rekey_packets
         self.rekeys = 0  # outbound SAs moved to the next epoch because of their packet count
         self._dirty = False
+        self._index: tuple[frozenset[SaSpec], dict[SaSpec, SaSpec], dict[tuple[IPv4Address, int], int]] | None
+        self._index = None
 
     def flush(self) -> None:
         """One write + fsync for all epochs decided since the last flush (before the kernel sees them)."""
@@ -167,13 +169,29 @@ class StaticKeying:
         key, spi = derive(self._secrets[vpn_id], vpn_id, sender, receiver, epoch)
         return SaSpec(src=sender, dst=receiver, spi=spi, reqid=reqid, key=key, hard_packets=HARD_PACKETS)
 
+    def _indexed(
+        self, actual: Collection[SaSpec]
+    ) -> tuple[dict[SaSpec, SaSpec], dict[tuple[IPv4Address, int], int]]:
+        """The dumped SAs by spec (values carry the kernel's counters) and packets by (dst, SPI).
+
+        Built once per round: ``desired_state`` passes the same frozenset for every peer, and
+        rebuilding both per peer made a round with 500 peers (2,500 SAs) quadratic.
+        """
+        if self._index is not None and self._index[0] is actual:
+            return self._index[1], self._index[2]
+        present = {sa: sa for sa in actual}
+        counters = {(sa.dst, sa.spi): sa.packets for sa in actual}
+        if isinstance(actual, frozenset):  # immutable: safe to reuse while it is the one passed
+            self._index = (actual, present, counters)
+        return present, counters
+
     def sas_for(
         self, vpn_id: int, local: IPv4Address, peer: IPv4Address, reqid: int, actual: Collection[SaSpec]
     ) -> PairSas:
         if vpn_id not in self._secrets:
             raise KeyError(f"no secret for VPN {vpn_id}")
         pair = f"{vpn_id}/{peer}"
-        present = {sa: sa for sa in actual}  # equal specs; the values carry the kernel's counters
+        present, counters = self._indexed(actual)
         epoch = self._epochs.out.get(pair)
         outbound = None if epoch is None else self._sa(vpn_id, local, peer, epoch, reqid)
         installed = None if outbound is None else present.get(outbound)
@@ -192,7 +210,6 @@ class StaticKeying:
 
         seen = self._epochs.seen.get(pair, 0)
         window = [self._sa(vpn_id, peer, local, seen + i, reqid) for i in range(self.window + 1)]
-        counters = {(sa.dst, sa.spi): sa.packets for sa in actual}
         used = [i for i, sa in enumerate(window) if counters.get((sa.dst, sa.spi), 0) > 0]
         if used and used[-1] > 0:
             seen += used[-1]
