@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Mapping
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -33,7 +35,7 @@ from ce_runtime.ike.state import (
     conn_view,
     duplicates,
 )
-from ce_runtime.ike.vici_backend import IkeBackend
+from ce_runtime.ike.vici_backend import IkeBackend, ViciClient
 
 L = IPv4Address("192.0.2.1")
 P = IPv4Address("192.0.2.2")
@@ -173,7 +175,7 @@ def test_backend_loads_initiates_reports_and_removes() -> None:
     assert {status[p]["reqid"] for p in status} == {IKE_REQID_BASE + 1, IKE_REQID_BASE + 2}
 
     reqid_p = status["192.0.2.2"]["reqid"]
-    backend.round()  # the initiator side initiates; the responder side waits
+    # The initiator side initiates as soon as it is loaded (no round needed); the responder waits.
     backend._pool.shutdown(wait=True)
     assert [c for c in vici.calls if c[0] == "initiate"] == [("initiate", "ce-192.0.2.2")]
 
@@ -235,8 +237,59 @@ def test_backend_start_flushes_only_our_range_and_adopts_when_attached() -> None
     assert ("unload_conn", "ce-192.0.2.2") in vici.calls
     assert all(c[1] != "someone-else" for c in vici.calls)
 
+    vici = FakeVici()
+    vici.conns = ["ce-192.0.2.2"]
+    vici.sas = [{"ce-192.0.2.2": _sa(1, "ESTABLISHED", True, [(1, "INSTALLED", "a")])}]
+    adopting = IkeBackend(vici, L, kernel=FakeKernel(), workers=1)
+    adopting._adopt()
+    adopting.set_peers(L, [IkePeer(P, 7, KEY), IkePeer(Q, 7, KEY)])
+    adopting._pool.shutdown(wait=True)
+    # The adopted connection may have a live SA: only the round (which sees it up) decides; the
+    # new one is initiated at once.
+    assert [c for c in vici.calls if c[0] == "initiate"] == [("initiate", "ce-192.0.2.3")]
+    vici.sas.append({"ce-192.0.2.3": _sa(2, "ESTABLISHED", True, [(2, "INSTALLED", "b")])})
+    adopting._pool = type(adopting._pool)(max_workers=1)
+    adopting.round()
+    adopting._pool.shutdown(wait=True)
+    assert [c for c in vici.calls if c[0] == "initiate"] == [("initiate", "ce-192.0.2.3")]
+    assert [e.kind for e in adopting.drain_events()] == ["up", "up"]
+
 
 def test_backend_refuses_itself_as_peer() -> None:
     backend = IkeBackend(FakeVici(), L)
     with pytest.raises(ValueError, match="own peer"):
         backend.set_peers(L, [IkePeer(L, 7, KEY)])
+
+
+def test_vici_client_waits_for_room_in_a_full_accept_backlog(tmp_path: Path) -> None:
+    """A busy charon's full backlog makes connect fail with EAGAIN at once: the client retries."""
+    path = tmp_path / "vici.sock"
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen(0)
+        queued: list[socket.socket] = []
+        while True:  # fill the backlog (nobody accepts yet)
+            probe = socket.socket(socket.AF_UNIX)
+            probe.setblocking(False)
+            try:
+                probe.connect(str(path))
+            except BlockingIOError:
+                probe.close()
+                break
+            queued.append(probe)
+        accepted: list[socket.socket] = []
+
+        def accept_all() -> None:
+            server.settimeout(5)
+            for _ in range(len(queued) + 1):
+                accepted.append(server.accept()[0])
+
+        timer = threading.Timer(0.3, accept_all)
+        timer.start()
+        try:
+            client = ViciClient(path, connect_timeout=5)
+            client.close()
+        finally:
+            timer.join()
+            for sock in queued + accepted:
+                sock.close()
