@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import os
 import select
 import shutil
@@ -46,11 +48,14 @@ import statistics
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
+
+import vici
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -64,11 +69,16 @@ from ce_runtime.ike.config import (  # noqa: E402
     connection,
     shared_secret,
 )
+from ce_runtime.ike.state import RetryPolicy, conn_view  # noqa: E402
+from ce_runtime.ike.vici_backend import IkeBackend, InitiateResult, ViciClient, XfrmRepair  # noqa: E402
 
 CE = IPv4Address("192.0.2.1")
 HUB_BASE = 10  # hub addresses 192.0.2.10 ...
 RUN = Path("/run/ikebench")
 VPN = 7
+
+
+SETTINGS = CharonSettings()  # every charon of the run: what the runtime uses
 
 
 def hub_address(i: int) -> IPv4Address:
@@ -226,44 +236,97 @@ class Bringup:
     algs: str  # what was negotiated (IKE and CHILD_SA algorithms, mode), to show both agree
 
 
-def wait_up(
-    vici_sock: Path, names: dict[str, int], *, t0: float, loaded: float, timeout: float, pinger: Pinger
-) -> Bringup:
-    """Poll ``list-sas`` and ping installed tunnels until every named connection carries traffic."""
-    from ce_runtime.ike.state import conn_view  # noqa: PLC0415
-    from ce_runtime.ike.vici_backend import ViciClient  # noqa: PLC0415
+class UpWatcher:
+    """When each connection's CHILD_SA came up, from charon's ``child-updown`` events (own session).
 
-    monitor = ViciClient(vici_sock)
-    installed: set[str] = set()
+    Events instead of polling ``list-sas``: a ``list-sas`` of 50 IKE_SAs in negotiation takes charon
+    seconds under TCG (it checks out every IKE_SA), and a poller would slow down what it measures.
+    """
+
+    def __init__(self, sock: Path) -> None:
+        self.sock = sock
+        self.ups: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("could not register for charon's events")
+
+    def _run(self) -> None:
+        session = vici.Session(_connect(self.sock))
+        try:
+            for label, message in session.listen(["child-updown"], timeout=0.05):
+                self._ready.set()  # the first tick comes after the registration
+                if self._stop.is_set():
+                    return
+                if label is None or message.get("up") != b"yes":
+                    continue
+                now = time.monotonic()
+                with self._lock:
+                    for name in message:
+                        if name != "up":
+                            self.ups.setdefault(name, now)
+        finally:
+            with contextlib.suppress(OSError):
+                session.transport.close()
+
+    def snapshot(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self.ups)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _connect(path: Path) -> socket.socket:
+    """A connected socket; blocking, so a full accept backlog (a busy charon) makes it wait."""
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(str(path))
+    return sock
+
+
+def wait_up(
+    watcher: UpWatcher, names: dict[str, int], *, t0: float, loaded: float, timeout: float, pinger: Pinger
+) -> Bringup:
+    """Until every named connection carries traffic: its ``up`` event, then echoes through its link.
+
+    "installed" is the last ``up`` event, confirmed by one ``list-sas`` (ESTABLISHED IKE_SA with an
+    INSTALLED CHILD_SA for every connection); "traffic" the last echo reply.
+    """
+    monitor = ViciClient(watcher.sock)
     answered: set[str] = set()
     last_ping: dict[str, float] = {}
     by_dst = {inner(i)[1]: name for name, i in names.items()}
     t_installed = t_traffic = None
     listed: list[Mapping[str, object]] = []
+    ups: dict[str, float] = {}
     try:
         while time.monotonic() - t0 < timeout:
-            listed = monitor.list_sas()
+            ups = {k: v for k, v in watcher.snapshot().items() if k in names}
             now = time.monotonic()
-            for name in set(names) - installed:
-                if conn_view(listed, name).up:
-                    installed.add(name)
-            if t_installed is None and len(installed) == len(names):
-                t_installed = now - t0
-            for name in installed - answered:
+            for name in set(ups) - answered:
                 if now - last_ping.get(name, -1.0) >= 0.2:
                     last_ping[name] = now
                     pinger.send(inner(names[name])[1])
-            for src in pinger.replies(0.1):
+            for src in pinger.replies(0.05):
                 if src in by_dst:
                     answered.add(by_dst[src])
-            if len(answered) == len(names):
+            if t_installed is None and len(ups) == len(names):
+                listed = monitor.list_sas()
+                if all(conn_view(listed, name).up for name in names):
+                    t_installed = max(ups.values()) - t0
+            if len(answered) == len(names) and t_installed is not None:
                 t_traffic = time.monotonic() - t0
                 break
         listed = monitor.list_sas()
     finally:
         monitor.close()
+        watcher.close()
     ike = sum(1 for entry in listed for name in entry if name in names)
-    return Bringup(t_installed, t_traffic, len(installed), len(answered), ike, loaded, _algs(listed, names))
+    return Bringup(t_installed, t_traffic, len(ups), len(answered), ike, loaded, _algs(listed, names))
 
 
 def _algs(listed: list[Mapping[str, object]], names: Iterable[str]) -> str:
@@ -308,14 +371,12 @@ class Hub:
         return self.dir / "charon.vici"
 
     def start(self) -> None:
-        from ce_runtime.ike.vici_backend import ViciClient  # noqa: PLC0415
-
         flush("hub")
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         self.sock.unlink(missing_ok=True)
         conf = self.dir / "strongswan.conf"
-        conf.write_text(CharonSettings().render(self.dir))
+        conf.write_text(SETTINGS.render(self.dir))
         os.chmod(conf, 0o600)
         binary = charon_binary()
         assert binary is not None
@@ -364,6 +425,47 @@ def _wait_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float = 60.
     raise RuntimeError("charon's VICI socket did not appear")
 
 
+class TimedVici(ViciClient):
+    """:class:`ViciClient` that records when each initiation ran and what ``list-sas`` cost (profiling)."""
+
+    def __init__(self, socket_path: Path) -> None:
+        super().__init__(socket_path)
+        self.t0 = time.monotonic()
+        self.initiations: list[tuple[float, float, bool]] = []  # (start, end) from t0, ok
+        self.listings: list[float] = []
+
+    def initiate(self, name: str, timeout_ms: int) -> InitiateResult:
+        start = time.monotonic() - self.t0
+        result = super().initiate(name, timeout_ms)
+        self.initiations.append((start, time.monotonic() - self.t0, result.ok))
+        return result
+
+    def list_sas(self) -> list[Mapping[str, object]]:
+        start = time.monotonic()
+        try:
+            return super().list_sas()
+        finally:
+            self.listings.append(time.monotonic() - start)
+
+    def profile(self) -> str:
+        """Initiations: count, failed, first start, last end, median/max duration, peak concurrency."""
+        runs = sorted(self.initiations)
+        if not runs:
+            return "no initiations"
+        spans = [end - start for start, end, _ in runs]
+        edges = sorted([(s, 1) for s, _, _ in runs] + [(e, -1) for _, e, _ in runs])
+        peak = level = 0
+        for _, step in edges:
+            level += step
+            peak = max(peak, level)
+        return (
+            f"init n={len(runs)} failed={sum(1 for *_, ok in runs if not ok)} first={runs[0][0]:.2f} "
+            f"last_end={max(e for _, e, _ in runs):.2f} dur_med={statistics.median(spans):.2f} "
+            f"dur_max={max(spans):.2f} peak={peak} list_sas n={len(self.listings)} "
+            f"sum={sum(self.listings):.2f}"
+        )
+
+
 @dataclass(slots=True)
 class Result:
     bringup: Bringup
@@ -371,34 +473,46 @@ class Result:
     detail: str
 
 
-def run_ours(n: int, hub: Hub, pinger: Pinger, timeout: float, add: bool) -> Result:
-    """Our backend on a fresh charon: set_peers(N), timed; then one more peer, timed."""
-    from ce_runtime.ike.state import RetryPolicy  # noqa: PLC0415
-    from ce_runtime.ike.vici_backend import IkeBackend, ViciClient, XfrmRepair  # noqa: PLC0415
+def run_ours(
+    n: int, hub: Hub, pinger: Pinger, timeout: float, add: bool, *, workers: int | None = None
+) -> Result:
+    """Our backend on a fresh charon: set_peers(N), timed; then one more peer, timed.
 
+    ``workers`` (profiling): another initiation pool size, with charon's threads raised to match.
+    """
     flush("ce")
     hub.start()
-    charon = Charon(RUN / "ours")
+    client_settings = SETTINGS
+    if workers is not None:
+        client_settings = dataclasses.replace(SETTINGS, threads=SETTINGS.threads + workers)
+    charon = Charon(RUN / "ours", client_settings)
     charon.start()
-    backend = IkeBackend(ViciClient(charon.socket_path), CE, kernel=XfrmRepair(), policy=RetryPolicy())
+    client = TimedVici(charon.socket_path)
+    if workers is None:
+        backend = IkeBackend(client, CE, kernel=XfrmRepair(), policy=RetryPolicy())
+    else:
+        backend = IkeBackend(client, CE, kernel=XfrmRepair(), policy=RetryPolicy(), workers=workers)
     backend.start(flush_stale=True)
     peers = ce_peers(n)
     names = {conn_name(p.address): i for i, p in enumerate(peers)}
     added = None
     try:
-        t0 = time.monotonic()
+        watcher = UpWatcher(charon.socket_path)
+        t0 = client.t0 = time.monotonic()
         backend.set_peers(CE, peers)
         loaded = time.monotonic() - t0
-        bringup = wait_up(charon.socket_path, names, t0=t0, loaded=loaded, timeout=timeout, pinger=pinger)
+        bringup = wait_up(watcher, names, t0=t0, loaded=loaded, timeout=timeout, pinger=pinger)
+        profile = client.profile()
         if add and bringup.traffic is not None:
             extra = ce_peers(n + 1)
+            watcher = UpWatcher(charon.socket_path)
             t1 = time.monotonic()
             backend.set_peers(CE, extra)
             one_name = {conn_name(extra[n].address): n}
-            one = wait_up(charon.socket_path, one_name, t0=t1, loaded=0.0, timeout=timeout, pinger=pinger)
+            one = wait_up(watcher, one_name, t0=t1, loaded=0.0, timeout=timeout, pinger=pinger)
             added = one.traffic
         counters = backend.counters
-        detail = f"initiations={counters['initiations']} dup_terminated={counters['duplicates_terminated']}"
+        detail = f"dup_terminated={counters['duplicates_terminated']} {profile}"
     finally:
         backend.stop()
         charon.stop(timeout=30)
@@ -411,7 +525,7 @@ def run_swanctl(n: int, hub: Hub, pinger: Pinger, timeout: float, add: bool) -> 
     """The same connections from a swanctl.conf, ``swanctl --load-all`` into a fresh charon, timed alike."""
     flush("ce")
     hub.start()
-    charon = Charon(RUN / "swanctl")
+    charon = Charon(RUN / "swanctl", SETTINGS)
     charon.start()
     conf_dir = RUN / "swanctl-conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -443,14 +557,16 @@ def run_swanctl(n: int, hub: Hub, pinger: Pinger, timeout: float, add: bool) -> 
     names = {swanctl_name(conn_name(p.address)): i for i, p in enumerate(peers)}
     added = None
     try:
+        watcher = UpWatcher(charon.socket_path)
         t0 = load(peers)
         loaded = time.monotonic() - t0
-        bringup = wait_up(charon.socket_path, names, t0=t0, loaded=loaded, timeout=timeout, pinger=pinger)
+        bringup = wait_up(watcher, names, t0=t0, loaded=loaded, timeout=timeout, pinger=pinger)
         if add and bringup.traffic is not None:
             extra = ce_peers(n + 1)
+            watcher = UpWatcher(charon.socket_path)
             t1 = load(extra)
             one_name = {swanctl_name(conn_name(extra[n].address)): n}
-            one = wait_up(charon.socket_path, one_name, t0=t1, loaded=0.0, timeout=timeout, pinger=pinger)
+            one = wait_up(watcher, one_name, t0=t1, loaded=0.0, timeout=timeout, pinger=pinger)
             added = one.traffic
     finally:
         charon.stop(timeout=30)
@@ -463,7 +579,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def inside(n: int, rounds: int, timeout: float) -> int:
+def inside(n: int, rounds: int, timeout: float, variant_workers: int | None) -> int:
     """In the CE namespace: warm-up, then ``rounds`` alternating rounds of each contender."""
     pinger = Pinger()
     hub = Hub(n)
@@ -471,13 +587,15 @@ def inside(n: int, rounds: int, timeout: float) -> int:
         "ours": run_ours,
         "swanctl": run_swanctl,
     }
-    results: dict[str, list[Result]] = {"ours": [], "swanctl": []}
+    if variant_workers is not None:
+        contenders[f"ours-w{variant_workers}"] = functools.partial(run_ours, workers=variant_workers)
+    results: dict[str, list[Result]] = {who: [] for who in contenders}
     warm = run_ours(2, Hub(2), pinger, timeout, add=False)
     print(f"warm-up (2 peers, not reported): traffic {_fmt(warm.bringup.traffic)} s", flush=True)
     print(f"{'round':>5} {'contender':>9} {'load s':>7} {'installed s':>12} {'traffic s':>10} "
           f"{'+1 peer s':>10} {'up':>7} {'ike_sas':>8}  detail", flush=True)  # fmt: skip
     for r in range(rounds):
-        order = ["ours", "swanctl"] if r % 2 == 0 else ["swanctl", "ours"]
+        order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
         for who in order:
             res = contenders[who](n, hub, pinger, timeout, True)
             results[who].append(res)
@@ -514,6 +632,11 @@ def main() -> int:
     parser.add_argument("--peers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=150.0, help="per bring-up, seconds")
+    parser.add_argument(
+        "--variant-workers",
+        type=int,
+        help="profiling: a third contender, ours with this many initiation workers",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--network", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -524,12 +647,14 @@ def main() -> int:
         network(args.peers)
         return 0
     if args.inside:
-        return inside(args.peers, args.rounds, args.timeout)
+        return inside(args.peers, args.rounds, args.timeout, args.variant_workers)
     sys.path.insert(0, str(REPO / "tests" / "vm"))
     import microvm  # noqa: PLC0415
 
     py, me = '"$CE_REPO/.venv/bin/python"', '"$CE_REPO/benchmarks/ike_bringup.py"'
     opts = f"--peers {args.peers} --rounds {args.rounds} --timeout {args.timeout}"
+    if args.variant_workers:
+        opts += f" --variant-workers {args.variant_workers}"
     script = f"set -e\n{py} {me} --network {opts}\nip netns exec ce {py} {me} --inside {opts}\n"
     started = time.monotonic()
     result = microvm.run_in_vm(script, timeout=1800, memory_mb=1536)
