@@ -24,9 +24,10 @@ Contenders, each on a freshly started charon in ``ce`` with the same strongswan.
   reqids, timers, PSKs), with ``start_action = trap|start`` (ours: ``trap`` plus the backend's own
   initiation) loaded by ``swanctl --load-all``; the clock starts just before that process starts.
 
-Both are timed the same way: ``list-sas`` every ~0.1 s (a separate VICI session) until every
-connection has an ESTABLISHED IKE_SA with an INSTALLED ``ipip`` CHILD_SA ("installed"), and an ICMP
-echo through each peer's ipip link, sent once its SA is installed and repeated every 0.2 s until
+Both are timed the same way: charon's ``child-updown`` events (a separate VICI session) until every
+connection has reported up, confirmed by one ``list-sas`` (an ESTABLISHED IKE_SA with an INSTALLED
+``ipip`` CHILD_SA each: "installed"; polling ``list-sas`` instead slowed what it measured), and an
+ICMP echo through each peer's ipip link, sent once its SA is up and repeated every 0.2 s until
 answered, until every tunnel has answered ("traffic"). Rounds alternate the order; every round ends
 with charon stopped and both namespaces' SAs and policies flushed. Then, with ours running and N
 tunnels up, one more peer is added (``set_peers`` with N+1) and timed to its first echo reply;
