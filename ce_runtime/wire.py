@@ -16,6 +16,7 @@ pyroute2's link decoder. Layouts are the x86-64 ones documented in :mod:`ce_runt
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -73,6 +74,7 @@ NLM_F_REQUEST: Final = 0x1
 NLM_F_MULTI: Final = 0x2
 NLM_F_ACK: Final = 0x4
 NLM_F_DUMP_INTR: Final = 0x10
+NLM_F_CAPPED: Final = 0x100
 NLM_F_ACK_TLVS: Final = 0x200
 NLM_F_EXCL: Final = 0x200
 NLM_F_CREATE: Final = 0x400
@@ -419,12 +421,18 @@ def decode_link(body: bytes | memoryview) -> DumpedLink | None:
 # The socket ------------------------------------------------------------------------------------
 
 
-def _error(code: int, tlvs: memoryview) -> NetlinkError:
-    """A ``NetlinkError`` like pyroute2's, with the kernel's extended-ack message if it sent one."""
+def _error(body: memoryview, flags: int) -> NetlinkError:
+    """The ``NetlinkError`` (like pyroute2's) of an error ack, with the kernel's reason if it sent one.
+
+    The reason (``NLMSGERR_ATTR_MSG``) follows the request's header when the ack is capped and
+    carries TLVs (``NLM_F_CAPPED | NLM_F_ACK_TLVS``); otherwise what follows is the request itself.
+    """
+    code = -_ERR.unpack_from(body)[0]
     message = None
-    for kind, value in _attrs(tlvs, 0):
-        if kind == NLMSGERR_ATTR_MSG:
-            message = f"{os.strerror(code)}: {_asciiz(value)}"
+    if flags & (NLM_F_CAPPED | NLM_F_ACK_TLVS) == NLM_F_CAPPED | NLM_F_ACK_TLVS:
+        for kind, value in _attrs(body, _ERR.size):
+            if kind == NLMSGERR_ATTR_MSG:
+                message = f"{os.strerror(code)}: {_asciiz(value)}"
     return NetlinkError(code, message)
 
 
@@ -444,8 +452,9 @@ class NetlinkChannel:
 
             sock = create_socket(netns, socket.AF_NETLINK, socket.SOCK_RAW, protocol, flags=0)
         try:
-            sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
-            sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
+            for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+                with contextlib.suppress(OSError):  # older kernels: full acks, no reasons
+                    sock.setsockopt(SOL_NETLINK, option, 1)
             sock.bind((0, 0))
             sock.settimeout(timeout)
         except BaseException:
@@ -489,13 +498,12 @@ class NetlinkChannel:
             try:
                 self._sock.sendall(b"".join(messages[start : start + BATCH]))
                 while where:
-                    for kind, _, seq, body in self._messages():
+                    for kind, flags, seq, body in self._messages():
                         if kind != NLMSG_ERROR or seq not in where:
                             continue  # a stale reply of an abandoned exchange
                         index = where.pop(seq)
-                        code = _ERR.unpack_from(body)[0]
-                        if code:
-                            results[index] = _error(-code, body[_ERR.size :])
+                        if _ERR.unpack_from(body)[0]:
+                            results[index] = _error(body, flags)
             except OSError as exc:
                 for index in where.values():
                     results[index] = exc
@@ -520,8 +528,7 @@ class NetlinkChannel:
                         done = True
                         break
                     if reply == NLMSG_ERROR:
-                        code = _ERR.unpack_from(data)[0]
-                        raise _error(-code, data[_ERR.size :])
+                        raise _error(data, flags)
                     interrupted |= bool(flags & NLM_F_DUMP_INTR)
                     # The receive buffer is reused by the next datagram: keep a copy.
                     bodies.append((reply, memoryview(bytes(data))))
