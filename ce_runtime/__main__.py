@@ -10,6 +10,11 @@ events are wired in::
 ``"vrf": "NAME"`` (with ``"table"`` other than 254) puts the VPN's tunnels into that VRF (section 2.2).
 
 ``secret_file`` holds the VPN's pre-shared secret in hex and must not be readable by others.
+
+IKE keying (docs/runtime.md) takes the same fields as ``runtime.toml``: per VPN ``"keying": "ike"``
+with ``psk_file`` and/or ``pairs`` (``[{"peer": ..., "psk_file": ...}]``) or ``cert_file``,
+``key_file``, ``ca_file``; an optional top-level ``"ike"`` object (``charon``, ``socket``,
+``run_dir``, ``on_exit``, timers). Our charon's files then live in ``STATE_DIR/ike``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -26,8 +32,10 @@ from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from ce_runtime.ike.state import RetryPolicy
+from ce_runtime.ike.wiring import IkeKeying, IkeSettingsError, ike_settings, restrict, tunnel_hook, vpn_auth
 from ce_runtime.keying import REKEY_PACKETS, EpochFile, StaticKeying
-from ce_runtime.runtime import Backoff, Reconciler, RuntimeConfig, VpnConfig
+from ce_runtime.runtime import Backoff, Reconciler, RuntimeConfig, VpnConfig, link_name
 
 log = logging.getLogger("ce_runtime")
 
@@ -65,11 +73,13 @@ def _secret(path: Path) -> bytes:
 
 
 def load_config(path: Path) -> tuple[RuntimeConfig, dict[int, bytes]]:
+    """The desired peers and the static VPNs' secrets (IKE VPNs: :func:`load_ike`)."""
     raw = json.loads(path.read_text())
     vpns: list[VpnConfig] = []
     secrets: dict[int, bytes] = {}
     for v in raw.get("vpns", []):
         vpn_id = int(v["vpn_id"])
+        ike = v.get("keying", "static") == "ike"
         vpns.append(
             VpnConfig(
                 vpn_id=vpn_id,
@@ -77,13 +87,42 @@ def load_config(path: Path) -> tuple[RuntimeConfig, dict[int, bytes]]:
                 routes=tuple((IPv4Network(r[0]), IPv4Address(r[1])) for r in v.get("routes", [])),
                 table=int(v.get("table", 254)),
                 vrf=v.get("vrf"),
+                ike=ike,
             )
         )
-        secrets[vpn_id] = _secret(path.parent / v["secret_file"])
+        if not ike:
+            secrets[vpn_id] = _secret(path.parent / v["secret_file"])
     config = RuntimeConfig(
         local=IPv4Address(raw["local"]), vpns=tuple(vpns), underlay_mtu=int(raw.get("underlay_mtu", 1500))
     )
     return config, secrets
+
+
+def load_ike(path: Path, state_dir: Path) -> IkeKeying | None:
+    """IKE keying for the config's ``"keying": "ike"`` VPNs (None if there are none)."""
+    from ce_runtime.ike.charon import Charon, CharonSettings  # noqa: PLC0415
+    from ce_runtime.ike.vici_backend import ViciClient, XfrmRepair  # noqa: PLC0415
+
+    raw = json.loads(path.read_text())
+
+    def rel(value: object) -> Path:
+        p = Path(str(value))
+        return p if p.is_absolute() else path.parent / p
+
+    try:
+        auths = {
+            int(v["vpn_id"]): vpn_auth(v, f"vpns[{n}] (vpn_id {v['vpn_id']})", rel)
+            for n, v in enumerate(raw.get("vpns", []))
+            if v.get("keying", "static") == "ike"
+        }
+        if not auths:
+            return None
+        settings = ike_settings(raw.get("ike", {}), "ike", rel, state_dir)
+    except IkeSettingsError as exc:
+        raise SystemExit(f"{path}: {exc}") from None
+    certificates = any(a.cert is not None for a in auths.values())
+    charon = None if settings.attach else Charon(settings.run_dir, CharonSettings(certificates=certificates))
+    return IkeKeying(settings, auths, RetryPolicy(), charon=charon, connect=ViciClient, kernel=XfrmRepair())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,17 +149,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     keying = StaticKeying(
         secrets, EpochFile(args.state_dir / "epochs.json"), rekey_packets=args.rekey_packets
     )
+    ike = load_ike(args.config, args.state_dir)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # through the finally below
+    hooks = ExecHooks(args.hook)
+    up: set[IPv4Address] = set()
+    vpn_of = {p: v.vpn_id for v in config.vpns for p in v.peers}
     with NetlinkKernel() as kernel:
-        reconciler = Reconciler(kernel, keying, ExecHooks(args.hook), backoff=Backoff())
-        while True:
-            report = reconciler.reconcile(config, time.monotonic())
-            for op in report.applied:
-                log.info("ce_runtime: applied %s", _describe(op))
-            for op, why in report.failed:
-                log.warning("ce_runtime: FAILED %s: %s", _describe(op), why)
-            if args.once:
-                return 1 if report.failed else 0
-            time.sleep(args.interval)
+        reconciler = Reconciler(kernel, keying, hooks, backoff=Backoff())
+        try:
+            while True:
+                keyed = config if ike is None else ike.before(config)
+                assert keyed is not None
+                report = reconciler.reconcile(keyed, time.monotonic())
+                if ike is not None:
+                    ike.after(config, report)
+                for op in report.applied:
+                    log.info("ce_runtime: applied %s", _describe(op))
+                for op, why in report.failed:
+                    log.warning("ce_runtime: FAILED %s: %s", _describe(op), why)
+                if args.once:
+                    return 1 if report.failed else 0
+                deadline = time.monotonic() + args.interval
+                while time.monotonic() < deadline:  # IKE events as they come, a round per interval
+                    for event in () if ike is None else ike.events():
+                        hook = tunnel_hook(event, up)
+                        if hook is not None:
+                            hooks.tunnel(hook, link_name(event.peer), vpn_of.get(event.peer, -1), event.peer)
+                    if ike is not None and ike.lost():
+                        break
+                    time.sleep(min(1.0, args.interval))
+        finally:
+            if ike is not None:
+                stop = ike.settings.on_exit == "stop"
+                if stop:  # the IKE peers' links first: their trap policies go with charon
+                    reconciler.reconcile(restrict(config, ()), time.monotonic())
+                ike.close(stop=stop)
 
 
 def _describe(op: object) -> str:

@@ -49,6 +49,7 @@ from ce_runtime.ike.wiring import (
     IkeVpnAuth,
     ike_settings,
     restrict,
+    tunnel_hook,
     vpn_auth,
 )
 from ce_runtime.keying import REKEY_PACKETS, EpochFile, Keying, StaticKeying
@@ -566,17 +567,10 @@ class TunnelNode:
         for e in events:
             link, peer = link_name(e.peer), e.peer
             vpn = e.vpn_id if e.vpn_id >= 0 else self._vpn_of.get(peer, -1)
-            hook: str | None = None
-            if e.kind == "up":
-                self._ike_up.add(peer)
-                hook = "up"
-            elif e.kind in ("down", "removed") and peer in self._ike_up:
-                self._ike_up.discard(peer)
-                hook = "down"
-            elif e.kind == "alarm":
+            hook = tunnel_hook(e, self._ike_up)
+            if e.kind == "alarm":
                 self.counters["alarms"] += 1
                 log.error("ce_runtime: ALARM tunnel %s to %s: IKE keeps failing (%s)", link, peer, e.detail)
-                hook = "alarm"
             elif e.kind == "failed":
                 self.counters["ike_failures"] += 1
                 self._emit({"event": "TunnelFailed", "link": link, "vpn_id": vpn, "peer": str(peer),

@@ -404,7 +404,11 @@ class IkeBackend:
 
     def status(self) -> dict[str, dict[str, object]]:
         with self._lock:
-            return {str(a): x.tracker.status() | {"reqid": x.reqid} for a, x in sorted(self._loaded.items())}
+            return {
+                str(a): x.tracker.status()
+                | {"reqid": x.reqid, "auth": "psk" if isinstance(x.peer.auth, PskAuth) else "cert"}
+                for a, x in sorted(self._loaded.items())
+            }
 
     def loaded(self) -> dict[IPv4Address, IkePeer]:
         """The peers whose connections are loaded now (under :attr:`local`)."""

@@ -44,6 +44,7 @@ __all__ = [
     "ike_settings",
     "read_private_file",
     "restrict",
+    "tunnel_hook",
     "vpn_auth",
 ]
 
@@ -391,6 +392,23 @@ class IkeKeying:
         backend.client.close()
         if self.charon is not None:
             self.charon.kill()
+
+
+def tunnel_hook(event: TunnelEvent, up: set[IPv4Address]) -> str | None:
+    """The runtime's hook for a backend event ("up", "down", "alarm"; None: JSON/log only).
+
+    ``up`` (updated here) holds the peers told "up": "down" and "removed" only follow an "up", so
+    hooks see strictly alternating up/down per tunnel whatever the keying.
+    """
+    if event.kind == "up":
+        up.add(event.peer)
+        return "up"
+    if event.kind in ("down", "removed") and event.peer in up:
+        up.discard(event.peer)
+        return "down"
+    if event.kind == "alarm":
+        return "alarm"
+    return None
 
 
 def restrict(config: RuntimeConfig, usable: Iterable[IPv4Address]) -> RuntimeConfig:

@@ -396,3 +396,25 @@ def test_attach_mode_settings(tmp_path: Path) -> None:
     )
     settings = load_node_settings(config)
     assert settings.ike is not None and settings.ike.attach == Path("/run/charon.vici")
+
+
+def test_json_config_of_python_m_ce_runtime_with_an_ike_vpn(tmp_path: Path) -> None:
+    from ce_runtime.__main__ import load_config, load_ike  # noqa: PLC0415
+
+    _files(tmp_path, **{"s.key": "00" * 32, "v.psk": "a" * 64})
+    config = tmp_path / "ce.json"
+    config.write_text(
+        '{"local": "10.66.0.100", "ike": {"dpd_delay": 4},'
+        ' "vpns": [{"vpn_id": 100, "peers": ["10.66.0.101"], "secret_file": "s.key"},'
+        '          {"vpn_id": 200, "peers": ["10.66.0.102"], "keying": "ike", "psk_file": "v.psk"}]}'
+    )
+    runtime, secrets = load_config(config)
+    assert [(v.vpn_id, v.ike) for v in runtime.vpns] == [(100, False), (200, True)]
+    assert list(secrets) == [100]
+    ike = load_ike(config, tmp_path / "state")
+    assert ike is not None and ike.settings.timers.dpd_delay == 4
+    assert ike.settings.run_dir == tmp_path / "state" / "ike"
+    assert set(ike.peers_for(runtime)) == {Q}
+    os.chmod(tmp_path / "v.psk", 0o640)
+    with pytest.raises(SystemExit, match=r"ce.json: vpns\[1\] \(vpn_id 200\)\.psk_file .*chmod 600"):
+        load_ike(config, tmp_path / "state")
