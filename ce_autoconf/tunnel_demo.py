@@ -61,12 +61,86 @@ dead_after = 6.0
 min_retry = 2.0
 max_retry = 8.0
 alarm_after = 3
-
+{ike}
 [[vpn]]
 id = {vpn}
-secret_file = "../vpn{vpn}.key"
+{keying}
 routes = [{routes}]
 """
+
+#: IKE keying (ce_runtime.ike): our own charon per CE, stopped with the runtime (the lab is removed
+#: afterwards); DPD and the responder's patience short for the demo.
+IKE_SECTION: Final = """
+[ike]
+on_exit = "stop"
+dpd_delay = 3
+establish_timeout = 10
+"""
+#: In the IKE scenario CE1 and CE3 hold certificates (the pair CE1-CE3 authenticates with them);
+#: every other pair uses the VPN's pre-shared key, except CE4, whose key for CE3 is wrong.
+CERT_CES: Final = ("ce1", "ce3")
+WRONG_PAIR: Final = ("ce4", "ce3")
+
+
+def _private_bytes(path: Path, data: bytes) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return path
+
+
+def make_pki(ces: dict[str, IPv4Address]) -> dict[str, bytes]:
+    """A throw-away CA (``ca.der``) and, per CE, ``NAME.der`` (its certificate, the CE address as
+    IP subjectAltName: charon's identity) and ``NAME.key`` (its EC private key): all DER."""
+    import datetime  # noqa: PLC0415 - the IKE scenario only
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ce-autoconf demo"),
+                          x509.NameAttribute(NameOID.COMMON_NAME, cn)])  # fmt: skip
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name("ce-autoconf demo CA")
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca.der": ca.public_bytes(serialization.Encoding.DER)}
+    for ce, address in ces.items():
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(f"{ce} {address}"))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(address)]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        files[f"{ce}.der"] = cert.public_bytes(serialization.Encoding.DER)
+        files[f"{ce}.key"] = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    return files
 
 
 class Say:
@@ -81,9 +155,12 @@ class Say:
 class TunnelLab:
     """VpnLab's server and CLI, CEs running client + runtime, LAN hosts, and what to look at."""
 
-    def __init__(self, lab: Lab, say: Say) -> None:
+    def __init__(self, lab: Lab, say: Say, keying: str = "static") -> None:
+        if keying not in ("static", "ike"):
+            raise ValueError(f"keying {keying!r}: static or ike")
         self.lab = lab
         self.say = say
+        self.keying = keying
         self.vpn = VpnLab(lab, python=sys.executable)
         reservations = "".join(
             f'\n[[subnets.reservations]]\nhw = "{self.vpn.ces[n].mac}"\naddress = "{a}"\n'
@@ -94,6 +171,15 @@ class TunnelLab:
         fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
+        if keying == "ike":
+            _private_bytes(self.lab.workdir / f"vpn{VPN_ID}.psk", secrets.token_hex(32).encode())
+            _private_bytes(self.lab.workdir / "wrong.psk", secrets.token_hex(32).encode())
+            for file, data in make_pki({n: ADDRESSES[n] for n in CERT_CES}).items():
+                path = self.lab.workdir / file
+                if file.endswith(".key"):
+                    _private_bytes(path, data)
+                else:
+                    path.write_bytes(data)
         self.nodes: dict[str, Process] = {}
         self.lans: dict[str, Namespace] = {}
 
@@ -130,7 +216,14 @@ class TunnelLab:
             for other, address in ADDRESSES.items()
             if other != name
         )
-        (ce.workdir / "runtime.toml").write_text(RUNTIME_TOML.format(vpn=VPN_ID, routes=routes))
+        (ce.workdir / "runtime.toml").write_text(
+            RUNTIME_TOML.format(
+                vpn=VPN_ID,
+                routes=routes,
+                ike=IKE_SECTION if self.keying == "ike" else "",
+                keying=self._keying(name),
+            )
+        )
         (ce.workdir / "client.toml").write_text(
             f'interface = "eth0"\nhardware_address = "{ce.mac}"\nstate_file = "state.json"\n'
             f'secret_id = {ce.secret_id}\nkey_file = "{name}.key"\nhostname = "{name}"\n'
@@ -148,6 +241,25 @@ class TunnelLab:
         self.nodes[name] = process
         return process
 
+    def _keying(self, name: str) -> str:
+        """The ``[[vpn]]`` keying lines of CE ``name``."""
+        if self.keying == "static":
+            return f'secret_file = "../vpn{VPN_ID}.key"'
+        psk = f"../vpn{VPN_ID}.psk"
+        if name in CERT_CES:
+            # Certificates for the VPN; pre-shared keys for the peers without a certificate.
+            pairs = ", ".join(
+                f'{{ peer = "{ADDRESSES[o]}", psk_file = "{psk}" }}' for o in ADDRESSES if o not in CERT_CES
+            )
+            return (
+                f'keying = "ike"\ncert_file = "../{name}.der"\nkey_file = "../{name}.key"\n'
+                f'ca_file = "../ca.der"\npairs = [{pairs}]'
+            )
+        lines = f'keying = "ike"\npsk_file = "{psk}"'
+        if name == WRONG_PAIR[0]:
+            lines += f'\npairs = [{{ peer = "{ADDRESSES[WRONG_PAIR[1]]}", psk_file = "../wrong.psk" }}]'
+        return lines
+
     # -- what to look at --------------------------------------------------------------------
 
     def tunnels(self, name: str) -> dict[IPv4Address, int]:
@@ -162,6 +274,38 @@ class TunnelLab:
 
     def sas(self, name: str) -> str:
         return self.ns(name).ip("xfrm", "state")
+
+    def sa_count(self, name: str, peer: str) -> int:
+        """ESP SAs (both directions) between CE ``name`` and CE ``peer`` in ``name``'s kernel."""
+        a, b = str(ADDRESSES[name]), str(ADDRESSES[peer])
+        return len(re.findall(rf"^src ({a} dst {b}|{b} dst {a})$", self.sas(name), re.M))
+
+    def vici(self, name: str) -> Any:
+        """A VICI session on CE ``name``'s own charon (the socket is a file: no namespace needed)."""
+        from ce_runtime.ike.vici_backend import ViciClient  # noqa: PLC0415 - IKE scenario only
+
+        return ViciClient(self.vpn.ces[name].workdir / "runtime" / "ike" / "charon.vici")
+
+    def ike_sas(self, name: str) -> dict[str, int]:
+        """CE ``name``'s IKE_SAs per peer CE (charon's list-sas): more than 1 is a duplicate."""
+        client = self.vici(name)
+        try:
+            listed = client.list_sas()
+        finally:
+            client.close()
+        by_address = {f"ce-{a}": n for n, a in ADDRESSES.items()}
+        out: dict[str, int] = {}
+        for entry in listed:
+            for conn in entry:
+                peer = by_address.get(conn.decode() if isinstance(conn, bytes) else str(conn), "?")
+                out[peer] = out.get(peer, 0) + 1
+        return out
+
+    def ike(self, name: str, peer: str) -> dict[str, Any]:
+        """The backend's state of CE ``name``'s tunnel to ``peer`` (status.json)."""
+        tunnel = self.status(name).get("tunnels", {}).get(str(ADDRESSES[peer]), {})
+        state: dict[str, Any] = tunnel.get("ike", {})
+        return state
 
     def status(self, name: str) -> dict[str, Any]:
         try:
@@ -200,16 +344,39 @@ class TunnelLab:
             logs = "\n".join(f"--- {n}\n" + "\n".join(p.log().splitlines()[-25:]) for n, p in procs)
             raise DemoError(f"no {what} within {timeout:.0f} s\n{logs}") from None
 
-    def meshed(self, members: list[str]) -> bool:
-        """Every member has a tunnel to every other member, and hears it."""
+    def meshed(self, members: list[str], *, broken: tuple[str, str] | None = None) -> bool:
+        """Every member has a tunnel to every other member, and hears it (but the ``broken`` pair)."""
         for name in members:
-            want = {ADDRESSES[o] for o in members if o != name}
+            want = {ADDRESSES[o] for o in members if o != name and {name, o} != set(broken or ())}
             if not want <= set(self.tunnels(name)):
                 return False
             health = self.health(name)
             if any(health.get(p) != "alive" for p in want):
                 return False
         return True
+
+
+def ping_captured(t: TunnelLab, check: Callable[[str, bool, str], None]) -> None:
+    """LAN1 pings LAN3 while the provider bridge is captured: only ESP between the CEs (and, with
+    IKE keying, charon's IKE messages on UDP 500), never an inner packet."""
+    capture = t.lab.capture(t.vpn.switch, dev="br0", name="provider", filt="ip")
+    ok = t.ping("ce1", "ce3")
+    check("ping13", ok, "a host behind CE1 (10.1.0.2) pings a host behind CE3 (10.3.0.2)")
+    time.sleep(0.5)
+    path = capture.stop()
+    done = t.vpn.switch.run("tcpdump", "-n", "-r", str(path), check=False)
+    lines = done.stdout.splitlines()
+    ces = {str(a) for a in ADDRESSES.values()}
+    between = [x for x in lines if len(set(re.findall(r"10\.66\.0\.\d+", x)) & ces) == 2]
+    esp = [x for x in between if "ESP(spi=" in x]
+    ike = [x for x in between if t.keying == "ike" and re.search(r"\.500 > .*\.500: isakmp", x)]
+    leaks = [x for x in lines if re.search(r"\b10\.[1-4]\.0\.\d+\b", x) or "ICMP" in x]
+    check(
+        "capture",
+        bool(esp) and len(esp) + len(ike) == len(between) and not leaks,
+        f"provider bridge: {len(esp)} ESP packets between CEs, {len(ike)} IKE, "
+        f"{len(between) - len(esp) - len(ike)} other, {len(leaks)} with an inner address",
+    )
 
 
 def run_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]) -> None:
@@ -234,23 +401,7 @@ def run_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]) ->
     for name in first:
         say(f"  {name} ({ADDRESSES[name]}): tunnels to {', '.join(str(p) for p in sorted(t.tunnels(name)))}")
 
-    capture = lab.capture(vpn.switch, dev="br0", name="provider", filt="ip")
-    ok = t.ping("ce1", "ce3")
-    check("ping13", ok, "a host behind CE1 (10.1.0.2) pings a host behind CE3 (10.3.0.2)")
-    time.sleep(0.5)
-    path = capture.stop()
-    done = vpn.switch.run("tcpdump", "-n", "-r", str(path), check=False)
-    lines = done.stdout.splitlines()
-    ces = {str(a) for a in ADDRESSES.values()}
-    between = [x for x in lines if len(set(re.findall(r"10\.66\.0\.\d+", x)) & ces) == 2]
-    esp = [x for x in between if "ESP(spi=" in x]
-    leaks = [x for x in lines if re.search(r"\b10\.[1-4]\.0\.\d+\b", x) or "ICMP" in x]
-    check(
-        "capture",
-        bool(esp) and len(esp) == len(between) and not leaks,
-        f"provider bridge: {len(esp)} ESP packets between CEs, {len(between) - len(esp)} other, "
-        f"{len(leaks)} with an inner address",
-    )
+    ping_captured(t, check)
 
     # CE4 joins.
     added = time.monotonic()
@@ -366,11 +517,153 @@ def run_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]) ->
     say(f"server stopped (exit {status}); CE runtimes stopped, their tunnels left in place (permanent)")
 
 
+def _running(pid: int) -> bool:
+    """A live process (a zombie nobody reaped yet is dead for us)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]) -> None:
+    """The same CEs with IKE keying (ce_runtime.ike: each CE's own charon, driven over VICI).
+
+    Checked: all pairs up (CE1-CE3 by certificates, the others by the VPN's pre-shared key), LAN
+    traffic crosses, only ESP and IKE on the bridge, no duplicate SAs; a CHILD_SA rekey without a
+    "down"; CE4 added (time to traffic), its pair with CE3 configured with a wrong key: never up,
+    the alarm after the backoff; CE2 deleted: tunnels, SAs and IKE_SAs gone; CE1's runtime and
+    charon killed (SIGKILL) and restarted: every tunnel back, no duplicates.
+    """
+    t = TunnelLab(lab, say, keying="ike")
+    vpn = t.vpn
+    vpn.start_server()
+    vpn.add_vpn()
+    first = ["ce1", "ce2", "ce3"]
+    for name in first:
+        vpn.add_ce(name)
+    say("server up; VPN 100 and CE1..CE3 created with the management CLI; IKE keying: CE1-CE3 with "
+        "certificates, the other pairs with the VPN's pre-shared key")  # fmt: skip
+    started = time.monotonic()
+    for name in first:
+        t.start(name)
+
+    def single(members: list[str]) -> bool:
+        """One IKE_SA and two ESP SAs per working pair at every member: no duplicates."""
+        for name in members:
+            ike_sas = t.ike_sas(name)
+            for other in members:
+                if other == name or {name, other} == set(WRONG_PAIR):
+                    continue
+                if ike_sas.get(other) != 1 or t.sa_count(name, other) != 2:
+                    return False
+        return True
+
+    t.wait(lambda: t.meshed(first), 120, "IKE tunnels between CE1, CE2, CE3")
+    meshed = time.monotonic() - started
+    auth = t.ike("ce1", "ce3").get("auth"), t.ike("ce1", "ce2").get("auth")
+    check("mesh3", auth == ("cert", "psk"),
+          f"every pair of CE1..CE3 has its IKE-keyed tunnel and hears the other ({meshed:.1f} s after "
+          f"start); CE1-CE3 authenticated with {auth[0]}, CE1-CE2 with {auth[1]}")  # fmt: skip
+    ping_captured(t, check)
+    t.wait(lambda: single(first), 30, "one IKE_SA and two SAs per pair")
+    check("single", True, "one IKE_SA and 2 ESP SAs per pair at CE1, CE2, CE3 (no duplicates)")
+
+    # A CHILD_SA rekey is make-before-break: new SPIs, no "down", traffic continues.
+    before = t.ike("ce1", "ce3").get("spi_in")
+    rekeyed = time.time()
+    client = t.vici("ce1")
+    try:
+        client.rekey(f"ce-{ADDRESSES['ce3']}")
+    finally:
+        client.close()
+    t.wait(lambda: t.events("ce1", "TunnelRekeyed", rekeyed), 30, "CE1's rekey event")
+    after = t.ike("ce1", "ce3").get("spi_in")
+    downs = t.events("ce1", "TunnelDown", rekeyed) + t.events("ce3", "TunnelDown", rekeyed)
+    check(
+        "rekey",
+        t.ping("ce1", "ce3", 2) and not downs and before != after,
+        f"CE1-CE3 CHILD_SA rekeyed (inbound SPI {before} -> {after}): no down, LAN1 reaches LAN3",
+    )
+
+    # CE4 joins; its key for CE3 is wrong.
+    added = time.monotonic()
+    vpn.add_ce("ce4")
+    t.start("ce4")
+    members = [*first, "ce4"]
+    t.wait(lambda: t.ping("ce1", "ce4", 1), 120, "traffic from LAN1 to LAN4")
+    flowing = time.monotonic() - added
+    t.wait(lambda: t.meshed(members, broken=WRONG_PAIR), 90, "CE4's tunnels to CE1 and CE2")
+    check("ce4", True,
+          f"CE4 added (CLI) -> FORCERENEW -> INFORM -> IKE: LAN1 -> LAN4 traffic flowing {flowing:.1f} s "
+          f"after the CLI call (CE4's process start included); CE4's tunnels to CE1, CE2 up and alive "
+          f"after {time.monotonic() - added:.1f} s")  # fmt: skip
+    ce3, ce4 = (str(ADDRESSES[n]) for n in ("ce3", "ce4"))
+    wall_added = time.time() - (time.monotonic() - added)
+
+    def of(name: str, kind: str, peer: str) -> list[dict[str, Any]]:
+        return [e for e in t.events(name, kind, wall_added) if e.get("peer") == peer]
+
+    t.wait(lambda: of("ce3", "TunnelAlarm", ce4), 90, "CE3's alarm for CE4 (wrong key)")
+    failed = of("ce3", "TunnelFailed", ce4)
+    alarm = of("ce3", "TunnelAlarm", ce4)[0]["time"] - wall_added
+    responder = {e.get("detail", "") for e in of("ce4", "TunnelFailed", ce3)}
+    ups = of("ce3", "TunnelUp", ce4) + of("ce4", "TunnelUp", ce3)
+    leaked = t.ping("ce3", "ce4", 1)
+    check("wrongkey",
+          bool(failed) and {e["detail"] for e in failed} == {"auth-failed"} and not ups and not leaked,
+          f"CE4's key for CE3 is wrong: never up; CE3 (the initiator) reports {len(failed)} failures "
+          f"(auth-failed) with backoff and the alarm {alarm:.1f} s after CE4 was added; CE4 (responder) "
+          f"reports {sorted(responder) or 'nothing yet'}; LAN3 does not reach LAN4")  # fmt: skip
+
+    # CE2 leaves: links, SAs and IKE_SAs with it go everywhere.
+    removed = time.monotonic()
+    vpn.delete_ce("ce2")
+    rest = ["ce1", "ce3", "ce4"]
+    t.wait(
+        lambda: all(
+            ADDRESSES["ce2"] not in t.tunnels(n) and t.sa_count(n, "ce2") == 0 and "ce2" not in t.ike_sas(n)
+            for n in rest
+        ),
+        60,
+        "CE2's tunnels, SAs and IKE_SAs gone",
+    )
+    check("ce2gone", True, f"CE2 deleted: its links, ESP SAs and IKE_SAs gone at CE1, CE3, CE4 in "
+          f"{time.monotonic() - removed:.1f} s")  # fmt: skip
+    t.nodes["ce2"].stop(20)
+
+    # CE1's runtime and its charon killed with SIGKILL, then restarted.
+    pid = int((vpn.ces["ce1"].workdir / "runtime" / "ike" / "charon.pid").read_text())
+    t.nodes["ce1"].kill()  # SIGKILL to its process group: the runtime and the charon it started
+    t.wait(lambda: not _running(pid), 10, "CE1's charon gone")
+    stale = t.sa_count("ce1", "ce3") + t.sa_count("ce1", "ce4")
+    restarted = time.monotonic()
+    t.start("ce1")
+    t.wait(lambda: t.meshed(rest, broken=WRONG_PAIR), 120, "CE1's tunnels back after kill -9")
+    back = time.monotonic() - restarted
+    t.wait(lambda: single(rest), 60, "no duplicate SAs after the restart")
+    check(
+        "restart",
+        stale > 0,
+        f"CE1's runtime and charon killed (SIGKILL; {stale} of their SAs left in the kernel): "
+        f"restarted, tunnels to CE3 (certificates) and CE4 up and alive again in {back:.1f} s; "
+        f"one IKE_SA, 2 ESP SAs per pair at CE1, CE3, CE4 after {time.monotonic() - restarted:.1f} s",
+    )
+    check("ping13again", t.ping("ce1", "ce3", 2), "CE1's LAN reaches CE3's LAN again")
+
+    status = vpn.stop_server()
+    for name in rest:
+        t.nodes[name].stop(20)
+    say(f"server stopped (exit {status}); CE runtimes stopped (on_exit = stop: links, then charon's SAs)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ce_autoconf.tunnel_demo", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--keying", choices=("static", "ike"), default="static", help="ike: the scenario with charon keying"
+    )
     args = parser.parse_args(argv)
     say = Say()
     failures: list[str] = []
@@ -384,7 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ce-autoconf-tunnels-"))
     lab = Lab(workdir, prefix=f"cetun{os.getpid()}")
     try:
-        run_scenario(lab, say, check)
+        (run_ike_scenario if args.keying == "ike" else run_scenario)(lab, say, check)
     except DemoError as exc:
         say(f"FAIL {exc}")
         failures.append("error")
