@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -104,8 +105,9 @@ def _psk(path: Path, what: str) -> PskAuth:
 class IkeVpnAuth:
     """How this CE authenticates the peers of one IKE-keyed VPN.
 
-    Either pre-shared keys (the VPN's ``psk``, overridden per peer by ``pairs``) or certificates
-    (``cert``: ours and the CA the peers' must chain to; ``key``: our private key, DER).
+    The VPN's default is either a pre-shared key (``psk``) or certificates (``cert``: ours and the
+    CA the peers' must chain to; ``key``: our private key, DER); ``pairs`` overrides it per peer
+    with a pre-shared key of that pair (e.g. a peer that has no certificate).
     """
 
     psk: PskAuth | None = None
@@ -115,9 +117,7 @@ class IkeVpnAuth:
 
     def auth_for(self, peer: IPv4Address) -> PskAuth | CertAuth | None:
         """None: no key for this peer (a VPN with per-pair keys only): it gets no tunnel."""
-        if self.cert is not None:
-            return self.cert
-        return self.pairs.get(peer, self.psk)
+        return self.pairs.get(peer) or self.cert or self.psk
 
 
 def vpn_auth(entry: Mapping[str, Any], where: str, rel: Callable[[object], Path]) -> IkeVpnAuth:
@@ -131,18 +131,12 @@ def vpn_auth(entry: Mapping[str, Any], where: str, rel: Callable[[object], Path]
         missing = sorted({"cert_file", "key_file", "ca_file"} - set(cert_fields))
         if missing:
             raise IkeSettingsError(f"{where}: certificate mode needs {', '.join(missing)} too")
-        if psk_file is not None or pairs:
-            raise IkeSettingsError(f"{where}: either pre-shared keys or certificates, not both")
+        if psk_file is not None:
+            raise IkeSettingsError(f"{where}: psk_file or certificates (pairs may override either)")
         key_type = str(entry.get("key_type", "ecdsa"))
         if key_type not in KEY_TYPES:
             raise IkeSettingsError(f"{where}.key_type: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
-        cert = CertAuth(
-            _public_file(rel(entry["cert_file"]), f"{where}.cert_file"),
-            _public_file(rel(entry["ca_file"]), f"{where}.ca_file"),
-        )
-        key = read_private_file(rel(entry["key_file"]), f"{where}.key_file")
-        return IkeVpnAuth(cert=cert, key=(key_type, key))
-    if "key_type" in entry:
+    elif "key_type" in entry:
         raise IkeSettingsError(f"{where}.key_type: only with certificates (cert_file, key_file, ca_file)")
     if not isinstance(pairs, list):
         raise IkeSettingsError(f"{where}.pairs: a list of {{ peer = ADDRESS, psk_file = PATH }}")
@@ -158,8 +152,15 @@ def vpn_auth(entry: Mapping[str, Any], where: str, rel: Callable[[object], Path]
         if peer in by_peer:
             raise IkeSettingsError(f"{here}.peer: {peer} listed twice")
         by_peer[peer] = _psk(rel(pair["psk_file"]), f"{here}.psk_file")
-    if psk_file is None and not by_peer:
+    if psk_file is None and not by_peer and not cert_fields:
         raise IkeSettingsError(f'{where}: keying = "ike" needs psk_file, pairs or certificate files')
+    if cert_fields:
+        cert = CertAuth(
+            _public_file(rel(entry["cert_file"]), f"{where}.cert_file"),
+            _public_file(rel(entry["ca_file"]), f"{where}.ca_file"),
+        )
+        key = read_private_file(rel(entry["key_file"]), f"{where}.key_file")
+        return IkeVpnAuth(pairs=by_peer, cert=cert, key=(key_type, key))
     psk = None if psk_file is None else _psk(rel(psk_file), f"{where}.psk_file")
     return IkeVpnAuth(psk=psk, pairs=by_peer)
 
@@ -253,6 +254,7 @@ class IkeKeying:
         self.backend: IkeBackend | None = None
         self.counters: dict[str, int] = {"charon_starts": 0, "charon_restarts": 0, "charon_adopted": 0}
         self._pending: list[TunnelEvent] = []  # synthesised (a lost charon's tunnels went down)
+        self._pending_lock = threading.Lock()  # written on the worker thread, drained by the loop
         self._warned: set[IPv4Address] = set()
 
     # -- what the runtime asks -------------------------------------------------------------------
@@ -326,9 +328,11 @@ class IkeKeying:
         return True
 
     def events(self) -> list[TunnelEvent]:
-        out, self._pending = self._pending, []
-        if self.backend is not None:
-            out += self.backend.drain_events()
+        with self._pending_lock:
+            out, self._pending = self._pending, []
+        backend = self.backend
+        if backend is not None:
+            out += backend.drain_events()
         return out
 
     def up_peers(self) -> set[IPv4Address]:
@@ -380,14 +384,16 @@ class IkeKeying:
         if backend is None:
             return
         now = backend.clock()
+        lost: list[TunnelEvent] = []
         for address, status in backend.status().items():
             if status.get("phase") == Phase.UP.value:
                 vpn = status.get("vpn")
-                self._pending.append(
+                lost.append(
                     TunnelEvent("down", IPv4Address(address), vpn if isinstance(vpn, int) else -1, now,
                                 "charon lost")
                 )  # fmt: skip
-        self._pending += backend.drain_events()
+        with self._pending_lock:
+            self._pending += backend.drain_events() + lost
         backend.stop()
         backend.client.close()
         if self.charon is not None:

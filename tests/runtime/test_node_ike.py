@@ -14,7 +14,7 @@ import pytest
 from fake_vici import FakeKernel, FakeVici, sa
 from test_node import Clock, FakeHello, Hooks, ModelKernel
 
-from ce_runtime.ike.config import PskAuth, conn_name
+from ce_runtime.ike.config import CertAuth, PskAuth, conn_name
 from ce_runtime.ike.state import RetryPolicy
 from ce_runtime.ike.wiring import IkeKeying, IkeSettings, IkeVpnAuth
 from ce_runtime.keying import EpochFile, StaticKeying
@@ -321,6 +321,7 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
         '[[vpn]]\nid = 200\nkeying = "ike"\npsk_file = "v.psk"\n'
         'pairs = [{ peer = "10.66.0.102", psk_file = "q.psk" }]\n'
         '[[vpn]]\nid = 300\nkeying = "ike"\ncert_file = "c.der"\nkey_file = "k.der"\nca_file = "ca.der"\n'
+        'pairs = [{ peer = "10.66.0.101", psk_file = "q.psk" }]\n'
     )
     settings = load_node_settings(config)
     assert settings.vpns[100].keying == "static" and settings.vpns[200].keying == "ike"
@@ -330,7 +331,8 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
     assert auth is not None
     assert auth.auth_for(Q) == PskAuth(b"b" * 64) and auth.auth_for(R) == PskAuth(b"a" * 64)
     cert = settings.vpns[300].ike
-    assert cert is not None and cert.auth_for(R) is not None and cert.key == ("ecdsa", b"KEY")
+    assert cert is not None and cert.key == ("ecdsa", b"KEY")
+    assert isinstance(cert.auth_for(R), CertAuth) and cert.auth_for(P) == PskAuth(b"b" * 64)  # a pair's PSK
     assert "aaaa" not in repr(settings) and "KEY" not in repr(settings)
     state = NodeSettings(tmp_path, settings.vpns)
     from ce_runtime.node import NodeState  # noqa: PLC0415
@@ -351,7 +353,7 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
         ('keying = "ikev1"\npsk_file = "v.psk"', r"id = 200\.keying: \"static\" or \"ike\""),
         ('keying = "ike"\ncert_file = "v.psk"', r"id = 200: certificate mode needs ca_file, key_file too"),
         ('keying = "ike"\npsk_file = "v.psk"\ncert_file = "a"\nkey_file = "b"\nca_file = "c"',
-         r"id = 200: either pre-shared keys or certificates"),
+         r"id = 200: psk_file or certificates"),
         ('keying = "ike"\npairs = [{ peer = "10.66.0.999", psk_file = "v.psk" }]',
          r"id = 200\.pairs\[0\]\.peer"),
         ('psk_file = "v.psk"\nsecret_file = "v.psk"', r"id = 200: psk_file only with keying = \"ike\""),
