@@ -242,7 +242,8 @@ class VpnLab:
             f"CE_AUTOCONF_TOKEN_FILE={self.token_file}",
             *self.command(*argv),
             check=False,
-            timeout=30,
+            # A Python start: seconds on hardware, far more under TCG on a loaded machine (the VM).
+            timeout=120 if os.environ.get("CE_VM") == "1" else 30,
         )
         if done.returncode != 0:
             raise DemoError(f"ce-autoconf {' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -279,6 +280,13 @@ class TunnelLab:
         """ESP SAs (both directions) between CE ``name`` and CE ``peer`` in ``name``'s kernel."""
         a, b = str(ADDRESSES[name]), str(ADDRESSES[peer])
         return len(re.findall(rf"^src ({a} dst {b}|{b} dst {a})$", self.sas(name), re.M))
+
+    def policy_count(self, name: str, peer: str) -> int:
+        """XFRM policies from or to CE ``peer``'s address in CE ``name``'s kernel."""
+        a = re.escape(str(ADDRESSES[peer]))
+        return len(
+            re.findall(rf"^src (\S+ dst {a}/32|{a}/32 dst \S+)", self.ns(name).ip("xfrm", "policy"), re.M)
+        )
 
     def vici(self, name: str) -> Any:
         """A VICI session on CE ``name``'s own charon (the socket is a file: no namespace needed)."""
@@ -621,13 +629,16 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     rest = ["ce1", "ce3", "ce4"]
     t.wait(
         lambda: all(
-            ADDRESSES["ce2"] not in t.tunnels(n) and t.sa_count(n, "ce2") == 0 and "ce2" not in t.ike_sas(n)
+            ADDRESSES["ce2"] not in t.tunnels(n)
+            and t.sa_count(n, "ce2") == 0
+            and t.policy_count(n, "ce2") == 0
+            and "ce2" not in t.ike_sas(n)
             for n in rest
         ),
         60,
         "CE2's tunnels, SAs and IKE_SAs gone",
     )
-    check("ce2gone", True, f"CE2 deleted: its links, ESP SAs and IKE_SAs gone at CE1, CE3, CE4 in "
+    check("ce2gone", True, f"CE2 deleted: its links, ESP SAs, policies, IKE_SAs gone at CE1, CE3, CE4 in "
           f"{time.monotonic() - removed:.1f} s")  # fmt: skip
     t.nodes["ce2"].stop(20)
 
@@ -649,6 +660,22 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
         f"one IKE_SA, 2 ESP SAs per pair at CE1, CE3, CE4 after {time.monotonic() - restarted:.1f} s",
     )
     check("ping13again", t.ping("ce1", "ce3", 2), "CE1's LAN reaches CE3's LAN again")
+
+    # Keys only where they belong: never in charon's files, the status files or the runtimes' logs.
+    psk = (lab.workdir / f"vpn{VPN_ID}.psk").read_bytes()
+    found, modes = [], []
+    for name in members:
+        run_dir = vpn.ces[name].workdir / "runtime"
+        for path in [p for p in run_dir.rglob("*") if p.is_file()]:
+            if psk in path.read_bytes():
+                found.append(str(path))
+        if psk.decode() in t.nodes[name].log():
+            found.append(f"{name}'s log")
+        ike_dir = run_dir / "ike"
+        modes.append((ike_dir.stat().st_mode & 0o777, (ike_dir / "strongswan.conf").stat().st_mode & 0o777))
+    check("nokeys", not found and set(modes) == {(0o700, 0o600)},
+          f"the pre-shared key appears in none of charon's files, status files, logs ({found or 'none'}); "
+          f"charon's directories 0700, strongswan.conf 0600")  # fmt: skip
 
     status = vpn.stop_server()
     for name in rest:
@@ -678,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(workdir, prefix=f"cetun{os.getpid()}")
     try:
         (run_ike_scenario if args.keying == "ike" else run_scenario)(lab, say, check)
-    except DemoError as exc:
+    except (DemoError, subprocess.TimeoutExpired) as exc:
         say(f"FAIL {exc}")
         failures.append("error")
     finally:

@@ -17,7 +17,7 @@ import microvm
 import pytest
 
 CHECKS = ("mesh3", "ping13", "capture", "single", "rekey", "ce4", "wrongkey", "ce2gone", "restart",
-          "ping13again")  # fmt: skip
+          "ping13again", "nokeys")  # fmt: skip
 
 
 def test_four_ces_with_ike_keying_in_the_vm() -> None:
