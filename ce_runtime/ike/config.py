@@ -5,7 +5,7 @@ ESP in transport mode whose traffic selectors pick out only IP-in-IP between the
 addresses (``L/32[ipencap]`` <-> ``P/32[ipencap]``), as draft-ietf-l3vpn-ce-based-02 section 5
 describes for an IP-in-IP tunnel protected by a transport-mode SA.
 
-Decisions (why, in docs/ike.md):
+Decisions (why, in docs/runtime.md, "Keying \"ike\""):
 
 - ``start_action = trap`` on *both* sides: the kernel holds an ``out`` policy for the pair from the
   moment the connection is loaded, so ipip to the peer is never sent in the clear;

@@ -1,6 +1,6 @@
 """IKEv2 keying through charon over VICI: desired peers in, connections loaded/unloaded, tunnel events out.
 
-The interface the runtime uses (see docs/ike.md, "Integration notes")::
+The interface the runtime uses (:mod:`ce_runtime.ike.wiring` does it; docs/runtime.md)::
 
     backend = IkeBackend(ViciClient(socket_path), local, kernel=XfrmRepair())
     backend.start(flush_stale=True)        # our own, freshly started charon: flush its leftovers
