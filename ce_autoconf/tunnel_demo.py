@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -294,11 +295,17 @@ class TunnelLab:
 
         return ViciClient(self.vpn.ces[name].workdir / "runtime" / "ike" / "charon.vici")
 
-    def ike_sas(self, name: str) -> dict[str, int]:
-        """CE ``name``'s IKE_SAs per peer CE (charon's list-sas): more than 1 is a duplicate."""
-        client = self.vici(name)
+    def ike_sas(self, name: str) -> dict[str, int] | None:
+        """CE ``name``'s IKE_SAs per peer CE (charon's list-sas): more than 1 is a duplicate.
+        None while its charon does not answer (not started yet, or killed)."""
+        try:
+            client = self.vici(name)
+        except OSError:
+            return None
         try:
             listed = client.list_sas()
+        except OSError:
+            return None
         finally:
             client.close()
         by_address = {f"ce-{a}": n for n, a in ADDRESSES.items()}
@@ -390,7 +397,7 @@ def ping_captured(t: TunnelLab, check: Callable[[str, bool, str], None]) -> None
 def run_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]) -> None:
     t = TunnelLab(lab, say)
     vpn = t.vpn
-    vpn.start_server()
+    vpn.start_server(timeout=20 * _PATIENCE)
     vpn.add_vpn()
     first = ["ce1", "ce2", "ce3"]
     for name in first:
@@ -544,11 +551,11 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     """
     t = TunnelLab(lab, say, keying="ike")
     vpn = t.vpn
-    vpn.start_server()
+    vpn.start_server(timeout=20 * _PATIENCE)
     vpn.add_vpn()
     first = ["ce1", "ce2", "ce3"]
-    for name in first:
-        vpn.add_ce(name)
+    with ThreadPoolExecutor(len(first)) as pool:  # three CLI processes at once: Python starts are slow
+        list(pool.map(vpn.add_ce, first))
     say("server up; VPN 100 and CE1..CE3 created with the management CLI; IKE keying: CE1-CE3 with "
         "certificates, the other pairs with the VPN's pre-shared key")  # fmt: skip
     started = time.monotonic()
@@ -559,6 +566,8 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
         """One IKE_SA and two ESP SAs per working pair at every member: no duplicates."""
         for name in members:
             ike_sas = t.ike_sas(name)
+            if ike_sas is None:
+                return False
             for other in members:
                 if other == name or {name, other} == set(WRONG_PAIR):
                     continue
@@ -584,8 +593,8 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
         client.rekey(f"ce-{ADDRESSES['ce3']}")
     finally:
         client.close()
-    t.wait(lambda: t.events("ce1", "TunnelRekeyed", rekeyed), 30, "CE1's rekey event")
-    after = t.ike("ce1", "ce3").get("spi_in")
+    events = t.wait(lambda: t.events("ce1", "TunnelRekeyed", rekeyed), 30, "CE1's rekey event")
+    after = events[-1].get("spi_in")
     downs = t.events("ce1", "TunnelDown", rekeyed) + t.events("ce3", "TunnelDown", rekeyed)
     check(
         "rekey",
@@ -612,16 +621,17 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
         return [e for e in t.events(name, kind, wall_added) if e.get("peer") == peer]
 
     t.wait(lambda: of("ce3", "TunnelAlarm", ce4), 90, "CE3's alarm for CE4 (wrong key)")
-    failed = of("ce3", "TunnelFailed", ce4)
+    failed = [e.get("detail", "") for e in of("ce3", "TunnelFailed", ce4)]
     alarm = of("ce3", "TunnelAlarm", ce4)[0]["time"] - wall_added
     responder = {e.get("detail", "") for e in of("ce4", "TunnelFailed", ce3)}
     ups = of("ce3", "TunnelUp", ce4) + of("ce4", "TunnelUp", ce3)
     leaked = t.ping("ce3", "ce4", 1)
-    check("wrongkey",
-          bool(failed) and {e["detail"] for e in failed} == {"auth-failed"} and not ups and not leaked,
-          f"CE4's key for CE3 is wrong: never up; CE3 (the initiator) reports {len(failed)} failures "
-          f"(auth-failed) with backoff and the alarm {alarm:.1f} s after CE4 was added; CE4 (responder) "
-          f"reports {sorted(responder) or 'nothing yet'}; LAN3 does not reach LAN4")  # fmt: skip
+    # The first attempts may find CE4's charon without the connection yet (its process starting).
+    check("wrongkey", "auth-failed" in failed and not ups and not leaked,
+          f"CE4's key for CE3 is wrong: {'never up' if not ups else 'UP'}; CE3 (the initiator) reports "
+          f"{len(failed)} failures ({', '.join(failed)}) with backoff and the alarm {alarm:.1f} s after CE4 "
+          f"was added; CE4 (responder) reports {sorted(responder) or 'nothing yet'}; LAN3 "
+          f"{'REACHES' if leaked else 'does not reach'} LAN4")  # fmt: skip
 
     # CE2 leaves: links, SAs and IKE_SAs with it go everywhere.
     removed = time.monotonic()
@@ -632,7 +642,7 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
             ADDRESSES["ce2"] not in t.tunnels(n)
             and t.sa_count(n, "ce2") == 0
             and t.policy_count(n, "ce2") == 0
-            and "ce2" not in t.ike_sas(n)
+            and "ce2" not in (t.ike_sas(n) or {"ce2": 1})
             for n in rest
         ),
         60,
@@ -647,6 +657,7 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     t.nodes["ce1"].kill()  # SIGKILL to its process group: the runtime and the charon it started
     t.wait(lambda: not _running(pid), 10, "CE1's charon gone")
     stale = t.sa_count("ce1", "ce3") + t.sa_count("ce1", "ce4")
+    (vpn.ces["ce1"].workdir / "runtime" / "status.json").unlink()  # the killed runtime's last word
     restarted = time.monotonic()
     t.start("ce1")
     t.wait(lambda: t.meshed(rest, broken=WRONG_PAIR), 120, "CE1's tunnels back after kill -9")

@@ -129,14 +129,20 @@ def shared_secret_id(peer: IPv4Address) -> str:
 
 
 def shared_secret(local: IPv4Address, peer: IkePeer) -> dict[str, object]:
-    """The ``load-shared`` message for a PSK pair (the key itself: handle the message as a secret)."""
+    """The ``load-shared`` message for a PSK pair (the key itself: handle the message as a secret).
+
+    The only owner is the peer: charon verifies a peer's AUTH with *every* shared key one of
+    whose owners matches either identity, and ours would match all of them. With the peer as the
+    only owner a pair's key serves that pair alone (seen in the micro-VM: with our own address
+    among the owners, a peer whose key was wrong was accepted with the key of another pair).
+    """
     if not isinstance(peer.auth, PskAuth):
         raise TypeError("not a PSK peer")
     return {
         "id": shared_secret_id(peer.address),
         "type": "IKE",
         "data": peer.auth.key,
-        "owners": [str(local), str(peer.address)],
+        "owners": [str(peer.address)],
     }
 
 

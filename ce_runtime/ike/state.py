@@ -157,6 +157,8 @@ def duplicates(view: ConnView) -> list[tuple[str, int]]:
 _FAILURES: Final = (
     ("AUTHENTICATION_FAILED", "auth-failed"),
     ("authentication of", "auth-failed"),
+    ("MAC mismatched", "auth-failed"),  # the responder's AUTH did not verify with our key
+    ("no shared key found", "auth-failed"),
     ("NO_PROPOSAL_CHOSEN", "no-proposal"),
     ("TS_UNACCEPTABLE", "ts-unacceptable"),
     ("giving up after", "unreachable"),

@@ -87,7 +87,7 @@ def test_names_and_secrets() -> None:
     with pytest.raises(ValueError, match="16 octets"):
         PskAuth(b"short")
     shared = shared_secret(L, IkePeer(P, 7, KEY))
-    assert shared["owners"] == ["192.0.2.1", "192.0.2.2"]
+    assert shared["owners"] == ["192.0.2.2"]  # the peer alone: the key serves this pair only
     with pytest.raises(ValueError, match="before expiry"):
         IkeTimers(child_rekey=100, child_life=100)
 
@@ -126,6 +126,7 @@ def test_failure_classification() -> None:
     assert classify_failure(["received AUTHENTICATION_FAILED notify error"], "") == "auth-failed"
     assert classify_failure(["received NO_PROPOSAL_CHOSEN notify error"], "") == "no-proposal"
     assert classify_failure(["giving up after 4 retransmits"], "") == "unreachable"
+    assert classify_failure(["tried 1 shared key for 'a' - 'b', but MAC mismatched"], "") == "auth-failed"
     assert classify_failure([], "Command failed: establishing CHILD_SA 'ipip' failed") == "failed"
 
 
