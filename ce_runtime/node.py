@@ -568,16 +568,18 @@ class TunnelNode:
             link, peer = link_name(e.peer), e.peer
             vpn = e.vpn_id if e.vpn_id >= 0 else self._vpn_of.get(peer, -1)
             hook = tunnel_hook(e, self._ike_up)
+            record: dict[str, Any] = {}
             if e.kind == "alarm":
                 self.counters["alarms"] += 1
                 log.error("ce_runtime: ALARM tunnel %s to %s: IKE keeps failing (%s)", link, peer, e.detail)
             elif e.kind == "failed":
                 self.counters["ike_failures"] += 1
-                self._emit({"event": "TunnelFailed", "link": link, "vpn_id": vpn, "peer": str(peer),
-                            "detail": e.detail})  # fmt: skip
+                record = {"event": "TunnelFailed", "detail": e.detail}
             elif e.kind == "rekeyed" and e.spis is not None:
-                self._emit({"event": "TunnelRekeyed", "link": link, "vpn_id": vpn, "peer": str(peer),
-                            "spi_in": e.spis[0], "spi_out": e.spis[1]})  # fmt: skip
+                record = {"event": "TunnelRekeyed", "spi_in": e.spis[0], "spi_out": e.spis[1]}
+            if record:  # through the worker thread like the hooks: the events stay in their order
+                record |= {"link": link, "vpn_id": vpn, "peer": str(peer)}
+                self._executor.submit(self._emit, record)
             if hook is not None:
                 self._executor.submit(self._hooks.tunnel, hook, link, vpn, peer)
 
