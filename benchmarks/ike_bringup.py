@@ -394,7 +394,9 @@ class Hub:
                 peer = IkePeer(CE, VPN, PskAuth(psk(i)))
                 message = connection(addr, peer, IKE_REQID_BASE + 1 + i)
                 client.load_conn({f"hub-{i}": message[conn_name(CE)]})
-                client.load_shared(shared_secret(addr, peer) | {"id": f"hub-psk-{i}"})
+                # One daemon stands in for N CEs that share the peer (the CE under test): each key
+                # is owned by its own hub address, or all N would match the CE's identity.
+                client.load_shared(shared_secret(addr, peer) | {"id": f"hub-psk-{i}", "owners": [str(addr)]})
         finally:
             client.close()
 
