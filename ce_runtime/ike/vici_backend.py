@@ -326,20 +326,33 @@ class IkeBackend:
             n += 1
         return IKE_REQID_BASE + n
 
-    def set_peers(self, local: IPv4Address, peers: Iterable[IkePeer]) -> list[IPv4Address]:
-        """Make charon's connections those of ``peers``; returns the peers whose loading failed."""
+    def set_peers(
+        self, local: IPv4Address, peers: Iterable[IkePeer], *, remove: bool = True
+    ) -> list[IPv4Address]:
+        """Make charon's connections those of ``peers``; returns the peers whose loading failed.
+
+        ``remove=False`` only adds and changes (same ``local``): the runtime unloads a peer only
+        after its ipip link is gone (:mod:`ce_runtime.ike.wiring`).
+        """
         desired = {p.address: p for p in peers}
         if local in desired:
             raise ValueError("this CE is listed as its own peer")
         failed: list[IPv4Address] = []
         with self._lock:
             if local != self.local:
+                if not remove:
+                    raise ValueError("a new local address removes every connection: remove=True")
                 for address in list(self._loaded):
                     self._remove(address, "local address changed")
                 self.local = local
-            for address in sorted(set(self._loaded) - set(desired)) + sorted(self._orphans - set(desired)):
-                self._remove(address, "no longer a peer")
-            adopted, self._orphans = self._orphans, set()
+            if remove:
+                gone = sorted(set(self._loaded) - set(desired)) + sorted(self._orphans - set(desired))
+                for address in gone:
+                    self._remove(address, "no longer a peer")
+                adopted, self._orphans = self._orphans, set()
+            else:
+                adopted = set(self._orphans)
+                self._orphans -= set(desired)
             for address, peer in sorted(desired.items()):
                 try:
                     new = self._load(peer)

@@ -289,9 +289,8 @@ class IkeKeying:
                 log.error("ike: cannot start or reach charon: %s", exc)
         usable: set[IPv4Address] = set()
         if self.backend is not None and self.backend.local == config.local:
-            loaded = self.backend.loaded()
-            keep = {a: p for a, p in loaded.items() if a not in desired}  # removed after their links
-            failed = set(self.backend.set_peers(config.local, [*desired.values(), *keep.values()]))
+            # Peers that left (and connections an earlier instance left) go after their links.
+            failed = set(self.backend.set_peers(config.local, desired.values(), remove=False))
             usable = set(self.backend.loaded()) & set(desired) - failed
         return restrict(config, usable)
 

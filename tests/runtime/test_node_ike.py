@@ -18,9 +18,9 @@ from ce_runtime.ike.config import CertAuth, PskAuth, conn_name
 from ce_runtime.ike.state import RetryPolicy
 from ce_runtime.ike.wiring import IkeKeying, IkeSettings, IkeVpnAuth
 from ce_runtime.keying import EpochFile, StaticKeying
-from ce_runtime.model import KernelState, Op
+from ce_runtime.model import ALIAS_PREFIX, KernelState, LinkSpec, Op
 from ce_runtime.node import NodeError, NodeSettings, TunnelNode, VpnSettings, load_node_settings
-from ce_runtime.runtime import Backoff, RuntimeConfig, VpnConfig, desired_state
+from ce_runtime.runtime import Backoff, RuntimeConfig, VpnConfig, desired_state, link_name, tunnel_mtu
 from dhcp_client.events import Lease, LeaseBound, LeaseLost, LeaseRenewed, VpnPeersChanged
 
 L = IPv4Address("10.66.0.100")
@@ -262,6 +262,20 @@ def test_a_restart_adopts_the_charon_left_running(tmp_path: Path) -> None:
     assert _remotes(rig.kernel) == {Q}
     rig.node.close()
     assert rig.charon.stops == 0 and ("unload_conn", conn_name(Q)) not in rig.vici.calls  # on_exit keep
+
+
+def test_a_predecessors_connection_is_unloaded_only_after_its_link(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.charon.left_running = True  # adopted: its connections are the killed runtime's
+    rig.vici.conns = [conn_name(R), "someone-else"]
+    stale = LinkSpec(link_name(R), L, R, tunnel_mtu(1500), f"{ALIAS_PREFIX}vpn=200 peer={R}")
+    rig.kernel.state = KernelState(links=frozenset({stale}))  # R left the VPN while we were down
+    rig.round(LeaseBound(_lease(L)), _peers(200, Q))
+    assert rig.at(f"DelLink {R}") < rig.at(f"unload {conn_name(R)}")
+    assert rig.at(f"load {conn_name(Q)}") < rig.at(f"AddLink {Q}")
+    assert _remotes(rig.kernel) == {Q}
+    assert all(c[1] != "someone-else" for c in rig.vici.calls)  # not ours: never touched
+    rig.node.close()
 
 
 def test_on_exit_stop_deletes_ike_links_before_unloading_and_keeps_static_ones(tmp_path: Path) -> None:
