@@ -1,4 +1,4 @@
-"""Kernel helpers the driver needs: interface names and indexes, IP_PKTINFO, neighbour entries.
+"""Kernel helpers the driver needs: interface names and indexes, IP_PKTINFO, SO_TIMESTAMP, neighbours.
 
 Only the neighbour table is reached over netlink (pyroute2); everything else is a socket
 option or ``if_nametoindex``. Nothing here touches an interface or a neighbour entry the
@@ -17,7 +17,6 @@ from typing import Any, Final, Protocol
 __all__ = [
     "ANCILLARY_SPACE",
     "IP_PKTINFO",
-    "PKTINFO_SPACE",
     "SO_BINDTODEVICE",
     "SO_TIMESTAMP",
     "NeighbourError",
@@ -27,30 +26,20 @@ __all__ = [
     "interface_name",
     "pack_pktinfo",
     "read_ancillary",
-    "unpack_pktinfo",
 ]
 
 #: Linux values (<linux/in.h>, <asm-generic/socket.h>); the socket module lacks the first.
 IP_PKTINFO: Final = getattr(socket, "IP_PKTINFO", 8)
 SO_BINDTODEVICE: Final = getattr(socket, "SO_BINDTODEVICE", 25)
 _PKTINFO: Final = struct.Struct("=i4s4s")  # struct in_pktinfo: ifindex, spec_dst, addr
-PKTINFO_SPACE: Final = socket.CMSG_SPACE(_PKTINFO.size)
+_PKTINFO_SPACE: Final = socket.CMSG_SPACE(_PKTINFO.size)
 #: SO_TIMESTAMP: the kernel stamps each datagram with its arrival (SCM_TIMESTAMP, a timeval).
 SO_TIMESTAMP: Final = getattr(socket, "SO_TIMESTAMP", 29)
 _TIMEVAL: Final = struct.Struct("=qq")
 #: recvmsg's ancillary buffer for both IP_PKTINFO and SCM_TIMESTAMP.
-ANCILLARY_SPACE: Final = PKTINFO_SPACE + socket.CMSG_SPACE(_TIMEVAL.size)
+ANCILLARY_SPACE: Final = _PKTINFO_SPACE + socket.CMSG_SPACE(_TIMEVAL.size)
 #: NUD_REACHABLE: the kernel uses the entry at once and ages it out like a learned one.
 _NUD_REACHABLE: Final = 0x02
-
-
-def unpack_pktinfo(ancillary: list[tuple[int, int, bytes]]) -> int | None:
-    """The receiving interface's index from ``recvmsg`` ancillary data, if IP_PKTINFO is there."""
-    for level, kind, data in ancillary:
-        if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _PKTINFO.size:
-            ifindex: int = _PKTINFO.unpack_from(data)[0]
-            return ifindex
-    return None
 
 
 def read_ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[int | None, float | None]:
