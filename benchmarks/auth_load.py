@@ -27,20 +27,34 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from dhcp_server.engine import ServerEngine
 from dhcp_server.model import CeRecord, ClientKey, ServerConfig, SubnetConfig
 from dhcp_server.sqlite_store import SqliteStore
-from options.rfc3118 import compute_mac, locate_authentication
+from options import BOOTREQUEST, DecodeError, DhcpMessage, MessageType, Options, encode_message
+from options.rfc3118 import (
+    AUTHENTICATION,
+    MAC_SIZE,
+    RDM_MONOTONIC,
+    AuthAlgorithm,
+    Authentication,
+    AuthProtocol,
+    compute_mac,
+    locate_authentication,
+)
+from options.rfc3396 import scan_field
 
 SECRET_ID_BASE = 0x10000
-_COOKIE = b"\x63\x82\x53\x63"
-# Fixed offsets of the REQUEST template below (options start at 240).
+_PROTOCOL = AuthProtocol.DELAYED_REALM  # protocol 2 with no realm, as dhcpcd's "delayedrealm" sends
+_HMAC_MD5 = AuthAlgorithm.HMAC_MD5
+# Fixed offsets in the templates (options start at 240, in the order given; checked when built).
 _XID = slice(4, 8)
+_CHADDR = slice(28, 34)
 _REQUESTED = slice(245, 249)  # option 50's value
-_REPLAY = slice(260, 268)  # option 90: protocol 2, HMAC-MD5, RDM 0, replay, secret ID, MAC
+_REPLAY = slice(260, 268)  # option 90: protocol, algorithm, RDM, replay, secret ID, MAC
+_SECRET_ID = slice(268, 272)
 _MAC_AT = 272
 
 
@@ -69,47 +83,51 @@ def prepare_ces(path: Path, clients: int, network: IPv4Network) -> None:
         store.close()
 
 
-def _header(xid: int, relay: bytes, mac: bytes) -> bytes:
-    return (
-        b"\x01\x01\x06\x01" + xid.to_bytes(4, "big") + bytes(12) + bytes(4) + relay
-        + mac.ljust(16, b"\0") + bytes(192) + _COOKIE
-    )  # fmt: skip
+def _template(kind: MessageType, relay: IPv4Address, items: dict[int, bytes]) -> bytes:
+    """One client's message as the codec encodes it (chaddr and the secret ID patched per client)."""
+    options = Options({53: bytes((kind,)), **items})
+    msg = DhcpMessage(op=BOOTREQUEST, hops=1, giaddr=relay, chaddr=client_mac(0), options=options)
+    return encode_message(msg)
 
 
-def _pad(payload: bytes) -> bytes:
-    return payload + bytes(max(0, 300 - len(payload)))
+def _for_client(template: bytes, i: int, *, secret_id: bool = False) -> bytes:
+    payload = bytearray(template)
+    payload[_CHADDR] = client_mac(i)
+    if secret_id:
+        payload[_SECRET_ID] = (SECRET_ID_BASE + i).to_bytes(4, "big")
+    return bytes(payload)
 
 
-def discover_template(i: int, relay: bytes, auth: bool) -> bytes:
-    options = b"\x35\x01\x01"
-    if auth:  # RFC 3118 5.3: asks for delayed authentication, no credentials yet
-        options += b"\x5a\x0b\x02\x01\x00" + bytes(8)
-    return _pad(_header(0, relay, client_mac(i)) + options + b"\xff")
+def discover_templates(clients: int, relay: IPv4Address, auth: bool) -> list[bytes]:
+    # RFC 3118 5.3: the DISCOVER asks for delayed authentication, no credentials yet.
+    items = (
+        {90: AUTHENTICATION.encode(Authentication(_PROTOCOL, _HMAC_MD5, RDM_MONOTONIC, 0))} if auth else {}
+    )
+    template = _template(MessageType.DHCPDISCOVER, relay, items)
+    return [_for_client(template, i) for i in range(clients)]
 
 
-def request_template(i: int, relay: bytes, server: bytes, auth: bool) -> bytes:
-    options = b"\x35\x01\x03" + b"\x32\x04" + bytes(4) + b"\x36\x04" + server
-    if auth:
-        options += b"\x5a\x1f\x02\x01\x00" + bytes(8) + (SECRET_ID_BASE + i).to_bytes(4, "big") + bytes(16)
-    return _pad(_header(0, relay, client_mac(i)) + options + b"\xff")
+def request_templates(clients: int, relay: IPv4Address, server: IPv4Address, auth: bool) -> list[bytes]:
+    items = {50: bytes(4), 54: server.packed}
+    if auth:  # realm (none), secret ID, MAC: filled in per client and per REQUEST
+        info = (SECRET_ID_BASE).to_bytes(4, "big") + bytes(MAC_SIZE)
+        items[90] = AUTHENTICATION.encode(Authentication(_PROTOCOL, _HMAC_MD5, RDM_MONOTONIC, 0, info))
+    template = _template(MessageType.DHCPREQUEST, relay, items)
+    if template[_REQUESTED.start - 2] != 50:
+        raise RuntimeError("option 50 is not where the REQUEST is patched")
+    if auth and locate_authentication(template) != (_REPLAY.start - 3, _MAC_AT + MAC_SIZE):
+        raise RuntimeError("option 90 is not where the REQUEST is patched")
+    return [_for_client(template, i, secret_id=auth) for i in range(clients)]
 
 
 def message_type(payload: bytes) -> int:
-    """Option 53 of a reply (0 if absent), walking the options field only."""
-    at, end = 240, len(payload)
-    while at < end:
-        code = payload[at]
-        if code == 255:
-            break
-        if code == 0:
-            at += 1
-            continue
-        if at + 1 >= end:
-            break
-        if code == 53 and payload[at + 1] == 1:
-            return payload[at + 2]
-        at += 2 + payload[at + 1]
-    return 0
+    """Option 53 of a reply (0 if absent or the options do not parse), from the options field."""
+    spans: list[tuple[int, int, int]] = []
+    try:
+        scan_field(payload, 240, len(payload), spans)
+    except DecodeError:
+        return 0
+    return next((payload[start] for code, start, end in spans if code == 53 and end - start == 1), 0)
 
 
 @dataclass
@@ -128,9 +146,8 @@ class Tally:
 def run(  # noqa: PLR0917 (the command line's arguments, passed through)
     server: str, relay: str, rate: int, seconds: float, clients: int, auth: bool, drop_time: float
 ) -> Tally:
-    relay_b, server_b = socket.inet_aton(relay), socket.inet_aton(server)
-    discovers = [discover_template(i, relay_b, auth) for i in range(clients)]
-    requests = [request_template(i, relay_b, server_b, auth) for i in range(clients)]
+    discovers = discover_templates(clients, IPv4Address(relay), auth)
+    requests = request_templates(clients, IPv4Address(relay), IPv4Address(server), auth)
     keys = [client_key(i) for i in range(clients)] if auth else []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
