@@ -11,10 +11,10 @@ FAILS under CI=true.
 from __future__ import annotations
 
 import os
-import time
 
 import microvm
 import pytest
+from tunnel_scenario import run_tunnel_demo
 
 CHECKS = ("mesh3", "ping13", "capture", "single", "rekey", "ce4", "wrongkey", "ce2gone", "restart",
           "ping13again", "nokeys")  # fmt: skip
@@ -26,13 +26,4 @@ def test_four_ces_with_ike_keying_in_the_vm() -> None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("charon-systemd is not installed (./run test installs it)")
         pytest.skip("charon-systemd is not installed")
-    started = time.monotonic()
-    result = microvm.run_in_vm(
-        '"$CE_REPO/.venv/bin/python" -m ce_autoconf.tunnel_demo --keying ike', timeout=1200, memory_mb=1536
-    )
-    print(f"VM run: {time.monotonic() - started:.1f} s\n{result.stdout}")
-    why = result.explain()
-    for name in CHECKS:
-        assert f"CHECK {name} ok" in result.stdout, f"{name}\n{why}"
-    assert "SCENARIO PASSED" in result.stdout, why
-    assert result.returncode == 0, why
+    run_tunnel_demo("--keying ike", CHECKS)
