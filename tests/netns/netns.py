@@ -75,6 +75,12 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 @pytest.fixture
+def scratch_netns(lab: Lab) -> str:
+    """The name of one fresh namespace, removed with ``lab``: for tests that need only a kernel."""
+    return lab.namespace("scratch").name
+
+
+@pytest.fixture
 def require_tools() -> Callable[..., dict[str, str]]:
     """``require_tools("dhcpcd", "tcpdump")`` -> their paths; skips (fails in CI) if one is missing."""
 

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import uuid
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netns import lab, scratch_netns  # noqa: F401 (fixtures)
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
@@ -239,22 +237,11 @@ def test_link_decoder_reads_a_vrf_and_other_kinds() -> None:
 # The batch path against this host's kernel.
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"wire{uuid.uuid4().hex[:8]}"
-    if subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot create a network namespace (not root?)")
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
 def _ip(netns: str, *argv: str) -> str:
     return subprocess.run(["ip", "-n", netns, *argv], capture_output=True, text=True, check=True).stdout
 
 
-def test_batches_against_the_host_kernel(netns: str) -> None:
+def test_batches_against_the_host_kernel(scratch_netns: str) -> None:  # noqa: F811 (the fixture)
     """More than one send's worth of policies, a duplicate among them, errors on links: each result
     is the kernel's answer to its own op; the dump equals the nlmsg decoder's and `ip`'s view."""
     local = A("192.0.2.1")
@@ -272,7 +259,7 @@ def test_batches_against_the_host_kernel(netns: str) -> None:
         DelLink(LinkSpec("nosuchlink", local, A("192.0.2.2"), 1400, "")),
         AddSa(SaSpec(local, A("192.0.2.2"), 0x1000, 0xCE000007, bytes(36))),  # nor ESP/GCM
     ]
-    with NetlinkKernel(netns=netns) as kernel, xfrm.XfrmSocket(netns=netns) as sock:
+    with NetlinkKernel(netns=scratch_netns) as kernel, xfrm.XfrmSocket(netns=scratch_netns) as sock:
         results = kernel.apply_all(ops)
         failed = {i: r for i, r in enumerate(results) if r is not None}
         assert set(failed) == {wire.BATCH + 3, len(ops) - 4, len(ops) - 2, len(ops) - 1}
@@ -282,9 +269,9 @@ def test_batches_against_the_host_kernel(netns: str) -> None:
         assert "Unknown device type" in str(failed[len(ops) - 4])  # the kernel's extended ack
         state = kernel.read()
         assert set(state.policies) == set(sock.dump_policies()) == set(wanted)
-        assert "mtu 1400" in _ip(netns, "link", "show", "lo")
-        assert "cetest0" not in _ip(netns, "link", "show")  # the alias step never ran
-        assert _ip(netns, "xfrm", "policy").count("dir out priority 52736") == 150
+        assert "mtu 1400" in _ip(scratch_netns, "link", "show", "lo")
+        assert "cetest0" not in _ip(scratch_netns, "link", "show")  # the alias step never ran
+        assert _ip(scratch_netns, "xfrm", "policy").count("dir out priority 52736") == 150
         assert kernel.apply_all([DelPolicy(p) for p in wanted]) == [None] * len(wanted)
         assert kernel.read().policies == frozenset()
-        assert _ip(netns, "xfrm", "policy").strip() == ""
+        assert _ip(scratch_netns, "xfrm", "policy").strip() == ""

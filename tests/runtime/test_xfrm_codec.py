@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import uuid
-from collections.abc import Iterator
 from ipaddress import IPv4Address
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from netns import lab, scratch_netns  # noqa: F401 (fixtures)
 
 from ce_runtime import xfrm
 
@@ -97,35 +95,24 @@ def test_struct_sizes() -> None:
         assert sum(struct.calcsize(fmt) for _, fmt in cls.fields) == size, cls.__name__
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    name = f"cert{uuid.uuid4().hex[:8]}"
-    if subprocess.run(["ip", "netns", "add", name], capture_output=True, check=False).returncode != 0:
-        pytest.skip("cannot create a network namespace (not root?)")
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def test_policies_against_the_host_kernel(netns: str) -> None:
+def test_policies_against_the_host_kernel(scratch_netns: str) -> None:  # noqa: F811 (the fixture)
     """This host kernel has XFRM_USER (policies) though not ESP: `ip` is the independent oracle."""
     ours = xfrm.PolicySpec(A("10.0.0.1"), A("10.0.0.2"), xfrm.Direction.OUT, 0xCE000007, 0xCE00)
     marked = xfrm.PolicySpec(
         A("10.0.0.2"), A("10.0.0.1"), xfrm.Direction.IN, 0xCE000007, 0xCE00, mark=(7, 0xFF)
     )
-    with xfrm.XfrmSocket(netns=netns) as sock:
+    with xfrm.XfrmSocket(netns=scratch_netns) as sock:
         sock.add_policy(ours)
         sock.add_policy(marked)
         shown = subprocess.run(
-            ["ip", "-n", netns, "xfrm", "policy"], capture_output=True, text=True, check=True
+            ["ip", "-n", scratch_netns, "xfrm", "policy"], capture_output=True, text=True, check=True
         ).stdout
         assert "src 10.0.0.1/32 dst 10.0.0.2/32 proto ipencap" in shown
         assert "dir out priority 52736" in shown
         assert "mark 0x7/0xff" in shown
         assert "proto esp reqid 3456106503 mode transport" in shown
         subprocess.run(
-            ["ip", "-n", netns, "xfrm", "policy", "add", "src", "10.9.0.1/32", "dst", "10.9.0.2/32",
+            ["ip", "-n", scratch_netns, "xfrm", "policy", "add", "src", "10.9.0.1/32", "dst", "10.9.0.2/32",
              "proto", "4", "dir", "in", "priority", "7",
              "tmpl", "proto", "esp", "mode", "transport", "reqid", "9"],
             check=True,
