@@ -56,6 +56,7 @@ T = TypeVar("T")
 FieldPath = tuple[str | int, ...]
 
 DEFAULT_PORT: Final = 67
+DEFAULT_MAX_QUEUE_DELAY: Final = 2.0  # seconds; see DriverConfig.max_queue_delay
 # A DHCP server receives broadcasts, so by default it binds the wildcard address.
 ANY_ADDRESS: Final = IPv4Address("0.0.0.0")  # noqa: S104
 _BARE_KEY: Final = re.compile(r"[A-Za-z0-9_-]+")
@@ -603,7 +604,7 @@ class ListenConfig:
     interfaces: tuple[str, ...]
     address: IPv4Address
     port: int
-    max_queue_delay: float = 2.0
+    max_queue_delay: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -864,7 +865,7 @@ def _listen(t: Table, server: ServerConfig | None) -> ListenConfig | None:
     interfaces: tuple[str, ...] = t.get("interfaces", array(interface), ())
     address = t.get("address", ipv4, ANY_ADDRESS)
     port = t.get("port", integer(1, 65535), DEFAULT_PORT)
-    max_queue_delay = t.get("max_queue_delay", seconds(positive=True), 2.0)
+    max_queue_delay = t.get("max_queue_delay", seconds(positive=True), DEFAULT_MAX_QUEUE_DELAY)
     t.done()
     attached = () if server is None else tuple(s.interface for s in server.subnets if s.interface)
     if not interfaces:
