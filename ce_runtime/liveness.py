@@ -3,7 +3,10 @@
 Sans-IO. A tunnel to a peer is *alive* while something arrived from the peer through it within
 ``dead_after`` seconds: a hello (UDP through the tunnel, accepted only when it arrived on the
 peer's ipip link, i.e. after ESP decryption and the ``in`` policy), or a rise of the packet
-counters of our inbound SAs from that peer (any traffic, e.g. a routing daemon's own hellos).
+counter of one of our inbound SAs from that peer (any traffic, e.g. a routing daemon's own
+hellos). Counters are compared per SA (by SPI), not summed: when the receiver's window slides
+an old SA and its count go away, and a sum would drop in the very round traffic arrived on
+the new one.
 
 A tracked tunnel that hears nothing for ``dead_after`` seconds (counted from when it was first
 tracked, so a new tunnel gets that much time to come up) is reported *dead*. While dead, repairs
@@ -15,7 +18,7 @@ sign of life reports the tunnel *alive* again and resets all of that.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from ipaddress import IPv4Address
@@ -45,7 +48,7 @@ class _Peer:
     backoff: Backoff
     last_heard: float | None = None
     health: Health = Health.PENDING
-    packets: int | None = None  # the inbound SAs' counter total last seen
+    packets: dict[int, int] | None = None  # the inbound SAs' counters last seen, by SPI
 
 
 @dataclass(slots=True)
@@ -68,14 +71,17 @@ class Liveness:
         if state is not None:
             state.last_heard = now if state.last_heard is None else max(state.last_heard, now)
 
-    def counters(self, peer: IPv4Address, packets: int, now: float) -> None:
-        """The sum of the packet counters of our inbound SAs from ``peer``; a rise is a sign of life."""
+    def counters(self, peer: IPv4Address, packets: Mapping[int, int], now: float) -> None:
+        """The packet counters of our inbound SAs from ``peer``, by SPI. A sign of life: a counter
+        that rose, or an SA that appeared since the last reading and already counted packets.
+        The first reading is only a baseline (it may predate a restart)."""
         state = self._peers.get(peer)
         if state is None:
             return
-        if state.packets is not None and packets > state.packets:
+        before = state.packets
+        if before is not None and any(count > before.get(spi, 0) for spi, count in packets.items()):
             self.heard(peer, now)
-        state.packets = packets
+        state.packets = dict(packets)
 
     def health(self, peer: IPv4Address) -> Health | None:
         state = self._peers.get(peer)

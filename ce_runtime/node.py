@@ -382,7 +382,7 @@ class JsonHooks:
 class _Round:
     report: ReconcileReport
     indexes: dict[IPv4Address, int]
-    inbound: dict[IPv4Address, int]
+    inbound: dict[IPv4Address, dict[int, int]]  # per peer: our inbound SAs' packet counters by SPI
 
 
 class TunnelNode:
@@ -486,10 +486,10 @@ class TunnelNode:
                     continue
                 with contextlib.suppress(Exception):  # no link (yet): no hellos to it
                     indexes[peer] = self._kernel.index(link_name(peer))
-        inbound: dict[IPv4Address, int] = {}
+        inbound: dict[IPv4Address, dict[int, int]] = {}
         for sa in report.actual.sas:
             if config is not None and sa.dst == config.local and self.reconciler.owner.sa(sa):
-                inbound[sa.src] = inbound.get(sa.src, 0) + sa.packets
+                inbound.setdefault(sa.src, {})[sa.spi] = sa.packets
         return _Round(report, indexes, inbound)
 
     def close(self) -> None:

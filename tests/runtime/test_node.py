@@ -298,14 +298,26 @@ def test_liveness_dead_repairs_with_backoff_then_alarm_then_alive() -> None:
 def test_liveness_counts_rising_sa_counters_as_life_but_not_the_first_reading() -> None:
     live = Liveness(dead_after=5.0)
     live.track([P], now=0.0)
-    live.counters(P, 17, now=1.0)  # a baseline, maybe from before a restart
+    live.counters(P, {0x100: 17}, now=1.0)  # a baseline, maybe from before a restart
     assert live.check(6.0) == [Transition(P, "dead"), Transition(P, "repair")]
-    live.counters(P, 17, now=7.0)
+    live.counters(P, {0x100: 17}, now=7.0)
     assert live.health(P) is Health.DEAD
-    live.counters(P, 18, now=8.0)
+    live.counters(P, {0x100: 18}, now=8.0)
     assert live.check(8.0) == [Transition(P, "alive")]
     live.track([], now=9.0)
     assert live.health(P) is None
+
+
+def test_liveness_counts_traffic_in_the_round_the_receivers_window_slides() -> None:
+    """The old epoch's SA (and its large count) goes, the new one has counted a few packets: life.
+    A per-peer sum (17 + 0 -> 3) would have read it as silence."""
+    live = Liveness(dead_after=5.0)
+    live.track([P], now=0.0)
+    live.counters(P, {0x100: 17, 0x101: 0}, now=1.0)
+    live.counters(P, {0x101: 3, 0x102: 0}, now=4.0)
+    assert live.snapshot(4.0)[P] == (Health.PENDING, 0.0)
+    live.counters(P, {0x101: 3, 0x103: 0}, now=6.0)  # SAs replaced, nothing counted: no life
+    assert live.snapshot(6.0)[P] == (Health.PENDING, 2.0)
 
 
 def test_node_sends_hellos_accepts_them_only_through_the_tunnel_and_reports(tmp_path: Path) -> None:
