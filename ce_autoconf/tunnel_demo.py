@@ -40,6 +40,7 @@ from typing import Any, Final, TypeVar
 
 from ce_autoconf.demo import VPN_ID, DemoError, VpnLab
 from ce_autoconf.netns import Lab, Namespace, Process, wait_for
+from ce_runtime.model import Ownership
 
 __all__ = ["ADDRESSES", "main", "run_scenario"]
 
@@ -50,7 +51,8 @@ T = TypeVar("T")
 
 #: Reserved provider addresses (the server's [[subnets.reservations]]), so that VPN routes can be configured.
 ADDRESSES: Final = {f"ce{i}": IPv4Address(f"10.66.0.{10 + i}") for i in range(1, 5)}
-GHOST: Final = IPv4Address("10.66.0.99")  # a static-address CE that does not exist
+GHOST: Final = IPv4Address("10.66.0.99")
+GUARD: Final = Ownership().guard_priority  # a static-address CE that does not exist
 LAN: Final = {name: f"10.{i}.0" for i, name in enumerate(ADDRESSES, start=1)}
 
 RUNTIME_TOML: Final = """\
@@ -294,6 +296,15 @@ class TunnelLab:
         return len(
             re.findall(rf"^src (\S+ dst {a}/32|{a}/32 dst \S+)", self.ns(name).ip("xfrm", "policy"), re.M)
         )
+
+    def guards(self, name: str) -> set[tuple[str, str]]:
+        """CE ``name``'s fail-closed guards: (peer, direction) of each block policy of ours."""
+        entry = (
+            rf"^src (\S+)/\d+ dst (\S+)/\d+ proto ipencap\s*\n"
+            rf"\s+dir (in|out) action block priority {GUARD}\b"
+        )
+        found = re.findall(entry, self.ns(name).ip("xfrm", "policy"), re.M)
+        return {(dst if way == "out" else src, way) for src, dst, way in found}
 
     def vici(self, name: str) -> Any:
         """A VICI session on CE ``name``'s own charon (the socket is a file: no namespace needed)."""
@@ -596,6 +607,10 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     ping_captured(t, check)
     t.wait(lambda: single(first), 30, "one IKE_SA and two SAs per pair")
     check("single", True, "one IKE_SA and 2 ESP SAs per pair at CE1, CE2, CE3 (no duplicates)")
+    ways = ("in", "out")
+    expected = {n: {(str(ADDRESSES[p]), way) for p in first if p != n for way in ways} for n in first}
+    check("guards", all(t.guards(n) == expected[n] for n in first),
+          "every CE has two guards per peer (ipip to/from it blocked below charon's policies)")  # fmt: skip
 
     # A CHILD_SA rekey is make-before-break: new SPIs, no "down", traffic continues.
     old = t.spis("ce1", "ce3")
@@ -670,6 +685,21 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     t.nodes["ce1"].kill()  # SIGKILL to its process group: the runtime and the charon it started
     t.wait(lambda: not _running(pid), 10, "CE1's charon gone")
     stale = t.sa_count("ce1", "ce3") + t.sa_count("ce1", "ce4")
+    # The window between a new charon's flush of its predecessor's policies and the reload of
+    # the connections, held open: charon's policies for CE1-CE3 deleted by hand while CE1 is
+    # down. The guards keep CE1's link to CE3 fail-closed: no IP-in-IP leaves in the clear.
+    ce1, ce3 = str(ADDRESSES["ce1"]), str(ADDRESSES["ce3"])
+    for src, dst, way in ((ce1, ce3, "out"), (ce3, ce1, "in")):
+        t.ns("ce1").ip("xfrm", "policy", "delete", "src", f"{src}/32", "dst", f"{dst}/32", "proto", "4",
+                       "dir", way)  # fmt: skip
+    capture = t.lab.capture(t.vpn.switch, dev="br0", name="failclosed", filt="ip proto 4")
+    reached = t.ping("ce1", "ce3", 2)
+    time.sleep(0.5)
+    clear = t.vpn.switch.run("tcpdump", "-n", "-r", str(capture.stop()), check=False).stdout.splitlines()
+    outcome = "REACHES" if reached else "does not reach"
+    check("failclosed", not reached and not clear and (ce3, "out") in t.guards("ce1"),
+          f"CE1 down, charon's policies for CE1-CE3 gone: LAN1 {outcome} LAN3, {len(clear)} IP-in-IP "
+          f"packets in the clear on the provider bridge (the guards block them)")  # fmt: skip
     (vpn.ces["ce1"].workdir / "runtime" / "status.json").unlink()  # the killed runtime's last word
     restarted = time.monotonic()
     t.start("ce1")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from typing import Final
 
-from ce_runtime.xfrm import PolicySpec, SaSpec
+from ce_runtime.xfrm import Action, PolicySpec, SaSpec
 
 __all__ = [
     "ALIAS_PREFIX",
@@ -135,11 +135,15 @@ class Ownership:
     Links: name starts with ``ce`` *and* the interface alias starts with ``ce-autoconf ``.
     VRF devices: the alias starts with ``ce-autoconf `` (the operator names them).
     SAs: reqid in ``[reqid_base, reqid_base + 2**24)``. Policies: that reqid range in the
-    template *and* our priority. Routes: our routing protocol number (set by the adapter).
+    template *and* our priority; guards (block policies, no template): ``guard_priority``.
+    Routes: our routing protocol number (set by the adapter).
     """
 
     reqid_base: int = 0xCE000000
     priority: int = 0xCE00
+    #: Guards must lose to every policy that protects a pair, ours (``priority``) and charon's
+    #: (:data:`ce_runtime.ike.config.IKE_PRIORITY`): the kernel picks the lowest value.
+    guard_priority: int = 0xCFFF
 
     def link(self, link: LinkSpec) -> bool:
         return link.name.startswith(LINK_PREFIX) and link.alias.startswith(ALIAS_PREFIX)
@@ -154,6 +158,8 @@ class Ownership:
         return self.reqid(sa.reqid)
 
     def policy(self, policy: PolicySpec) -> bool:
+        if policy.action == Action.BLOCK:
+            return policy.priority == self.guard_priority
         return self.reqid(policy.reqid) and policy.priority == self.priority
 
 

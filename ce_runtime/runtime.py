@@ -154,12 +154,17 @@ def desired_state(
             vrfs.add(vrf_spec(vpn.vrf, vpn.table))  # only while a VPN has tunnels to put in it
         reqid = owner.reqid_base | vpn.vpn_id
         for peer in vpn.peers:
-            if not vpn.ike:  # IKE: charon installs the SAs and policies (reqid/priority not ours)
+            if not vpn.ike:
                 pair = keying.sas_for(vpn.vpn_id, local, peer, reqid, actual_sas)
                 sas.add(pair.outbound)
                 sas.update(pair.inbound)
                 policies.add(PolicySpec(local, peer, Direction.OUT, reqid, owner.priority))
                 policies.add(PolicySpec(peer, local, Direction.IN, reqid, owner.priority))
+            else:
+                # charon installs the SAs and policies (reqid/priority not ours) and can lose them
+                # (crash, restart, reload): our guards keep the link fail-closed meanwhile.
+                policies.add(PolicySpec.guard(peer, Direction.OUT, owner.guard_priority))
+                policies.add(PolicySpec.guard(peer, Direction.IN, owner.guard_priority))
             links.add(
                 LinkSpec(
                     link_name(peer),

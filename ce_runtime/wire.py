@@ -33,6 +33,7 @@ from ce_runtime.xfrm import (
     AF_INET,
     IPPROTO_ESP,
     XFRM_INF,
+    Action,
     Direction,
     Mode,
     MsgType,
@@ -132,12 +133,15 @@ _NEWSA = struct.Struct("=IHHII" + _SELECTOR + "4s12x4sB3x" + "4s12x" + "64s" + "
 _DELSA = struct.Struct("=IHHII4s12x4sHBx")
 # nlmsghdr + xfrm_userpolicy_info (168) + XFRMA_TMPL with one xfrm_user_tmpl (64).
 _NEWPOLICY = struct.Struct("=IHHII" + _SELECTOR + "64s32xIIBBBB4x" + "HH" + "16x4xB3xH2x16xIBBBxIII")
+# nlmsghdr + xfrm_userpolicy_info (168): a block policy has no template.
+_NEWPOLICY_BLOCK = struct.Struct("=IHHII" + _SELECTOR + "64s32xIIBBBB4x")
 # nlmsghdr + xfrm_userpolicy_id (64).
 _DELPOLICY = struct.Struct("=IHHII" + _SELECTOR + "IB3x")
 _IFINFO = struct.Struct("=IHHIIBxHiII")  # nlmsghdr + ifinfomsg (16)
 assert _NEWSA.size == 16 + 224 + 4 + 72
 assert _DELSA.size == 16 + 24
 assert _NEWPOLICY.size == 16 + 168 + 4 + 64
+assert _NEWPOLICY_BLOCK.size == 16 + 168
 assert _DELPOLICY.size == 16 + 64
 assert _IFINFO.size == 32
 
@@ -194,10 +198,17 @@ def delete_sa(sa: SaSpec, seq: int) -> bytes:
 def new_policy(policy: PolicySpec, seq: int) -> bytes:
     """``XFRM_MSG_NEWPOLICY`` (create, exclusive): :func:`ce_runtime.xfrm.encode_policy`'s bytes."""
     mark = _mark(policy.mark)
+    if policy.action == Action.BLOCK:
+        head = _NEWPOLICY_BLOCK.pack(
+            _NEWPOLICY_BLOCK.size + len(mark), MsgType.NEWPOLICY, ADD, seq, 0,
+            policy.dst.packed, policy.src.packed, AF_INET, policy.dst_prefix, policy.src_prefix, policy.proto,
+            _LFT_INF, policy.priority, 0, policy.direction, Action.BLOCK, 0, 0,
+        )  # fmt: skip
+        return head + mark
     head = _NEWPOLICY.pack(
         _NEWPOLICY.size + len(mark), MsgType.NEWPOLICY, ADD, seq, 0,
-        policy.dst.packed, policy.src.packed, AF_INET, 32, 32, policy.proto,
-        _LFT_INF, policy.priority, 0, policy.direction, 0, 0, 0,
+        policy.dst.packed, policy.src.packed, AF_INET, policy.dst_prefix, policy.src_prefix, policy.proto,
+        _LFT_INF, policy.priority, 0, policy.direction, policy.action, 0, 0,
         4 + 64, XFRMA_TMPL,
         IPPROTO_ESP, AF_INET, policy.reqid, Mode.TRANSPORT, 0, 0, _ALL_ALGOS, _ALL_ALGOS, _ALL_ALGOS,
     )  # fmt: skip
@@ -209,7 +220,7 @@ def delete_policy(policy: PolicySpec, seq: int) -> bytes:
     mark = _mark(policy.mark)
     head = _DELPOLICY.pack(
         _DELPOLICY.size + len(mark), MsgType.DELPOLICY, CHANGE, seq, 0,
-        policy.dst.packed, policy.src.packed, AF_INET, 32, 32, policy.proto,
+        policy.dst.packed, policy.src.packed, AF_INET, policy.dst_prefix, policy.src_prefix, policy.proto,
         0, policy.direction,
     )  # fmt: skip
     return head + mark
@@ -240,7 +251,7 @@ def _attrs(data: memoryview | bytes, offset: int) -> Iterator[tuple[int, memoryv
 # ... id daddr/spi/proto, saddr, lft's hard packet limit, curlft bytes/packets, reqid ...
 _SA_HEAD = struct.Struct("=56x4s12x4sB3x4s12x24xQ32xQQ32xIHBB")
 _AEAD_HEAD = struct.Struct("=64sII")
-_POLICY_HEAD = struct.Struct("=4s12x4s12x8xHBBB11x64x32xII B")
+_POLICY_HEAD = struct.Struct("=4s12x4s12x8xHBBB11x64x32xIIBB")
 _TMPL_FIELDS = struct.Struct("=20xB23xIB")  # proto, reqid, mode of an xfrm_user_tmpl
 
 
@@ -286,30 +297,43 @@ def decode_policy(body: bytes | memoryview) -> PolicySpec | None:
     """:func:`ce_runtime.xfrm.decode_policy` without the ``nlmsg`` machinery (same results)."""
     if len(body) < 168:
         return None
-    daddr, saddr, family, plen_d, plen_s, proto, priority, index, direction = _POLICY_HEAD.unpack_from(body)
+    daddr, saddr, family, plen_d, plen_s, proto, priority, index, direction, action = (
+        _POLICY_HEAD.unpack_from(body)
+    )
     tmpl = mark = None
     for kind, value in _attrs(body, 168):
         if kind == XFRMA_TMPL and tmpl is None:
             tmpl = value
         elif kind == XFRMA_MARK and mark is None and len(value) >= 8:
             mark = struct.unpack_from("=II", value)
-    if family != AF_INET or plen_d != 32 or plen_s != 32 or direction not in (0, 1, 2):
+    if family != AF_INET or direction not in (0, 1, 2) or action not in (0, 1):
         return None
-    if tmpl is None or len(tmpl) != 64:  # exactly one template: ours have one
+    if action == Action.BLOCK:
+        if tmpl is not None:
+            return None
+        reqid = 0
+    else:
+        if tmpl is None or len(tmpl) != 64:  # exactly one template: ours have one
+            return None
+        tmpl_proto, reqid, mode = _TMPL_FIELDS.unpack_from(tmpl)
+        if tmpl_proto != IPPROTO_ESP or mode != Mode.TRANSPORT:
+            return None
+    try:
+        return PolicySpec(
+            src=IPv4Address(saddr),
+            dst=IPv4Address(daddr),
+            direction=Direction(direction),
+            reqid=reqid,
+            priority=priority,
+            proto=proto,
+            mark=mark,
+            action=Action(action),
+            src_prefix=plen_s,
+            dst_prefix=plen_d,
+            index=index,
+        )
+    except ValueError:
         return None
-    tmpl_proto, reqid, mode = _TMPL_FIELDS.unpack_from(tmpl)
-    if tmpl_proto != IPPROTO_ESP or mode != Mode.TRANSPORT:
-        return None
-    return PolicySpec(
-        src=IPv4Address(saddr),
-        dst=IPv4Address(daddr),
-        direction=Direction(direction),
-        reqid=reqid,
-        priority=priority,
-        proto=proto,
-        mark=mark,
-        index=index,
-    )
 
 
 # RTM links -------------------------------------------------------------------------------------

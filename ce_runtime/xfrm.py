@@ -40,6 +40,7 @@ __all__ = [
     "IPPROTO_ESP",
     "IPPROTO_IPIP",
     "NETLINK_XFRM",
+    "Action",
     "Direction",
     "Mode",
     "MsgType",
@@ -61,6 +62,7 @@ IPPROTO_ESP: Final = 50
 AEAD_ALGO: Final = "rfc4106(gcm(aes))"
 XFRM_INF: Final = (1 << 64) - 1
 XFRM_POLICY_ALLOW: Final = 0
+XFRM_POLICY_BLOCK: Final = 1
 
 
 class MsgType(IntEnum):
@@ -77,6 +79,13 @@ class MsgType(IntEnum):
 class Mode(IntEnum):
     TRANSPORT = 0
     TUNNEL = 1
+
+
+class Action(IntEnum):
+    """``XFRM_POLICY_ALLOW`` (through the policy's template) or ``XFRM_POLICY_BLOCK`` (dropped)."""
+
+    ALLOW = 0
+    BLOCK = 1
 
 
 class Direction(IntEnum):
@@ -243,7 +252,11 @@ class SaSpec:
 
 @dataclass(frozen=True, slots=True)
 class PolicySpec:
-    """IPv4 ``src``/32 -> ``dst``/32 traffic of IP protocol ``proto`` must use ESP in transport mode."""
+    """IPv4 ``src``/``src_prefix`` -> ``dst``/``dst_prefix`` traffic of IP protocol ``proto``.
+
+    ``Action.ALLOW``: it must use ESP in transport mode (one template carrying ``reqid``).
+    ``Action.BLOCK``: it is dropped (no template, ``reqid`` 0); see :meth:`guard`.
+    """
 
     src: IPv4Address
     dst: IPv4Address
@@ -252,20 +265,45 @@ class PolicySpec:
     priority: int
     proto: int = IPPROTO_IPIP
     mark: tuple[int, int] | None = None
+    action: Action = Action.ALLOW
+    src_prefix: int = 32
+    dst_prefix: int = 32
     index: int = field(default=0, compare=False)
 
+    def __post_init__(self) -> None:
+        for address, prefix in ((self.src, self.src_prefix), (self.dst, self.dst_prefix)):
+            if not 0 <= prefix <= 32 or int(address) & ((1 << (32 - prefix)) - 1):
+                raise ValueError(f"selector {address}/{prefix}: not a network")
+        if self.action == Action.BLOCK and self.reqid:
+            raise ValueError("a block policy has no template, so no reqid")
+
+    @classmethod
+    def guard(cls, peer: IPv4Address, direction: Direction, priority: int) -> PolicySpec:
+        """Drop IP-in-IP to (out) or from (in) ``peer`` that no policy of higher precedence protects.
+
+        The local side is a wildcard on purpose: the kernel treats policies with equal selector,
+        direction and mark as one (priority is not part of that key since Linux 5.8), so a guard
+        with the protecting policy's own ``/32 -> /32`` selector would replace it.
+        """
+        zero = IPv4Address(0)
+        if direction == Direction.OUT:
+            return cls(zero, peer, direction, 0, priority, action=Action.BLOCK, src_prefix=0)
+        return cls(peer, zero, direction, 0, priority, action=Action.BLOCK, dst_prefix=0)
+
     @property
-    def ident(self) -> tuple[IPv4Address, IPv4Address, int, Direction]:
+    def ident(self) -> tuple[IPv4Address, int, IPv4Address, int, int, Direction]:
         """What the kernel keys a policy by (with the mark): selector and direction."""
-        return (self.src, self.dst, self.proto, self.direction)
+        return (self.src, self.src_prefix, self.dst, self.dst_prefix, self.proto, self.direction)
 
 
-def _selector(msg: nlmsg, src: IPv4Address, dst: IPv4Address, proto: int, prefix: int) -> None:
+def _selector(
+    msg: nlmsg, src: IPv4Address, dst: IPv4Address, proto: int, *, plen_s: int = 32, plen_d: int = 32
+) -> None:
     msg["sel_daddr"] = _addr(dst)
     msg["sel_saddr"] = _addr(src)
     msg["sel_family"] = AF_INET
-    msg["sel_prefixlen_d"] = prefix
-    msg["sel_prefixlen_s"] = prefix
+    msg["sel_prefixlen_d"] = plen_d
+    msg["sel_prefixlen_s"] = plen_s
     msg["sel_proto"] = proto
 
 
@@ -284,7 +322,7 @@ def encode_sa(sa: SaSpec) -> nlmsg:
     msg = xfrm_usersa_info()
     _zero(msg, msg.fields)
     # Transport mode: the selector restricts the SA to this pair of hosts.
-    _selector(msg, sa.src, sa.dst, 0, 32)
+    _selector(msg, sa.src, sa.dst, 0)
     msg["id_daddr"] = _addr(sa.dst)
     msg["id_spi"] = sa.spi
     msg["id_proto"] = IPPROTO_ESP
@@ -358,15 +396,20 @@ def decode_sa(body: bytes) -> SaSpec | None:
 
 
 def encode_policy(policy: PolicySpec) -> nlmsg:
-    """An ``XFRM_MSG_NEWPOLICY`` body: allow, with one ESP transport template carrying ``reqid``."""
+    """An ``XFRM_MSG_NEWPOLICY`` body: allow with one ESP transport template carrying ``reqid``,
+    or block (no template)."""
     msg = xfrm_userpolicy_info()
     _zero(msg, msg.fields)
-    _selector(msg, policy.src, policy.dst, policy.proto, 32)
+    _selector(msg, policy.src, policy.dst, policy.proto, plen_s=policy.src_prefix, plen_d=policy.dst_prefix)
     for limit in ("soft_byte_limit", "hard_byte_limit", "soft_packet_limit", "hard_packet_limit"):
         msg[f"lft_{limit}"] = XFRM_INF
     msg["priority"] = policy.priority
     msg["dir"] = int(policy.direction)
-    msg["action"] = XFRM_POLICY_ALLOW
+    msg["action"] = int(policy.action)
+    if policy.action == Action.BLOCK:
+        msg["attrs"] = _mark_attr(policy.mark)
+        msg.encode()
+        return msg
     # id.daddr/saddr stay zero: in transport mode the SA is found by the packet's own addresses.
     # aalgos/ealgos/calgos all ones make the kernel set tmpl->allalgs; with aalgos 0 an AEAD SA
     # (aalgo 0) fails xfrm_state_ok() on input and every inbound packet is a template mismatch.
@@ -392,7 +435,7 @@ def encode_policy_id(policy: PolicySpec) -> nlmsg:
     """An ``XFRM_MSG_DELPOLICY`` body: selector and direction (and the mark)."""
     msg = xfrm_userpolicy_id()
     _zero(msg, msg.fields)
-    _selector(msg, policy.src, policy.dst, policy.proto, 32)
+    _selector(msg, policy.src, policy.dst, policy.proto, plen_s=policy.src_prefix, plen_d=policy.dst_prefix)
     msg["dir"] = int(policy.direction)
     msg["attrs"] = _mark_attr(policy.mark)
     msg.encode()
@@ -400,33 +443,41 @@ def encode_policy_id(policy: PolicySpec) -> nlmsg:
 
 
 def decode_policy(body: bytes) -> PolicySpec | None:
-    """The policy in an ``XFRM_MSG_NEWPOLICY`` body, or None if it is not an IPv4 host-to-host ESP one."""
+    """The policy in an ``XFRM_MSG_NEWPOLICY`` body, or None if it is not one we could have installed:
+    IPv4, and either allow through exactly one ESP transport template or block without one."""
     msg = xfrm_userpolicy_info(_framed(MsgType.NEWPOLICY, body))
     msg.decode()
     tmpl = msg.get_attr("XFRMA_TMPL")
-    if (
-        msg["sel_family"] != AF_INET
-        or msg["sel_prefixlen_d"] != 32
-        or msg["sel_prefixlen_s"] != 32
-        or msg["dir"] not in (0, 1, 2)
-        or tmpl is None
-        or len(tmpl) != _TMPL.size  # exactly one template: ours have one
-    ):
+    action = msg["action"]
+    if msg["sel_family"] != AF_INET or msg["dir"] not in (0, 1, 2) or action not in (0, 1):
         return None
-    fields = _TMPL.unpack(bytes(tmpl))
-    proto, reqid, mode = fields[2], fields[5], fields[6]
-    if proto != IPPROTO_ESP or mode != Mode.TRANSPORT:
-        return None
-    return PolicySpec(
-        src=_ipv4(msg["sel_saddr"]),
-        dst=_ipv4(msg["sel_daddr"]),
-        direction=Direction(msg["dir"]),
-        reqid=int(reqid),
-        priority=int(msg["priority"]),
-        proto=int(msg["sel_proto"]),
-        mark=_mark_of(msg),
-        index=int(msg["index"]),
-    )
+    if action == Action.BLOCK:
+        if tmpl is not None:
+            return None
+        reqid = 0
+    else:
+        if tmpl is None or len(tmpl) != _TMPL.size:  # exactly one template: ours have one
+            return None
+        fields = _TMPL.unpack(bytes(tmpl))
+        proto, reqid, mode = fields[2], fields[5], fields[6]
+        if proto != IPPROTO_ESP or mode != Mode.TRANSPORT:
+            return None
+    try:
+        return PolicySpec(
+            src=_ipv4(msg["sel_saddr"]),
+            dst=_ipv4(msg["sel_daddr"]),
+            direction=Direction(msg["dir"]),
+            reqid=int(reqid),
+            priority=int(msg["priority"]),
+            proto=int(msg["sel_proto"]),
+            mark=_mark_of(msg),
+            action=Action(action),
+            src_prefix=int(msg["sel_prefixlen_s"]),
+            dst_prefix=int(msg["sel_prefixlen_d"]),
+            index=int(msg["index"]),
+        )
+    except ValueError:
+        return None  # a prefix over 32 or host bits set: not an IPv4 selector we write
 
 
 class _Dump(nlmsg):  # type: ignore[misc]

@@ -14,13 +14,14 @@ import pytest
 from fake_vici import FakeKernel, FakeVici, sa
 from test_node import Clock, FakeHello, Hooks, ModelKernel
 
-from ce_runtime.ike.config import CertAuth, PskAuth, conn_name
+from ce_runtime.ike.config import IKE_PRIORITY, CertAuth, PskAuth, conn_name
 from ce_runtime.ike.state import RetryPolicy
 from ce_runtime.ike.wiring import IkeKeying, IkeSettings, IkeVpnAuth
 from ce_runtime.keying import EpochFile, StaticKeying
-from ce_runtime.model import ALIAS_PREFIX, KernelState, LinkSpec, Op
+from ce_runtime.model import ALIAS_PREFIX, KernelState, LinkSpec, Op, Ownership
 from ce_runtime.node import NodeError, NodeSettings, TunnelNode, VpnSettings, load_node_settings
 from ce_runtime.runtime import Backoff, RuntimeConfig, VpnConfig, desired_state, link_name, tunnel_mtu
+from ce_runtime.xfrm import Action, Direction, PolicySpec
 from dhcp_client.events import Lease, LeaseBound, LeaseLost, LeaseRenewed, VpnPeersChanged
 
 L = IPv4Address("10.66.0.100")
@@ -154,18 +155,23 @@ def _remotes(kernel: ModelKernel) -> set[IPv4Address]:
     return {link.remote for link in kernel.state.links}
 
 
-def test_desired_state_gives_ike_peers_links_and_routes_but_no_sas_or_policies(tmp_path: Path) -> None:
+def test_desired_state_gives_ike_peers_links_routes_and_guards_but_no_sas(tmp_path: Path) -> None:
     config = RuntimeConfig(
         L, (VpnConfig(100, frozenset({P})), VpnConfig(200, frozenset({Q}), ((LAN_Q, Q),), ike=True))
     )
     keying = StaticKeying({100: bytes(32)}, EpochFile(tmp_path / "epochs.json"))
-    from ce_runtime.model import Ownership  # noqa: PLC0415
-
     state = desired_state(config, keying, (), Ownership())
     assert {link.remote for link in state.links} == {P, Q}
     assert {r.dst for r in state.routes} == {LAN_Q}
     assert {a for s in state.sas for a in (s.src, s.dst)} == {L, P}  # none for Q: charon's
-    assert {a for x in state.policies for a in (x.src, x.dst)} == {L, P}
+    allowed = {x for x in state.policies if x.action == Action.ALLOW}
+    assert {a for x in allowed for a in (x.src, x.dst)} == {L, P}
+    # Q's only policies are the guards: ipip to and from Q blocked unless charon's policy is there.
+    assert state.policies - allowed == {
+        PolicySpec(IPv4Address(0), Q, Direction.OUT, 0, 0xCFFF, action=Action.BLOCK, src_prefix=0),
+        PolicySpec(Q, IPv4Address(0), Direction.IN, 0, 0xCFFF, action=Action.BLOCK, dst_prefix=0),
+    }
+    assert Ownership().guard_priority > IKE_PRIORITY  # charon's protecting policies win
 
 
 def test_connections_before_links_links_before_unloading_and_hooks_from_charon(tmp_path: Path) -> None:

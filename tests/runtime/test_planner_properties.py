@@ -59,11 +59,18 @@ def owned_pair(draw: st.DrawFn, peer: IPv4Address) -> KernelState:
     # The kernel keys SAs by (destination, SPI): inbound SPIs of different peers differ (keying ensures it).
     spi_out = draw(st.integers(0x100, 0x103))
     spi_in = 0x100 + 4 * peer.packed[3] + draw(st.integers(0, 3))
-    sas = {SaSpec(LOCAL, peer, spi_out, reqid, draw(keys)), SaSpec(peer, LOCAL, spi_in, reqid, draw(keys))}
-    policies = {
-        PolicySpec(LOCAL, peer, Direction.OUT, reqid, OWNER.priority),
-        PolicySpec(peer, LOCAL, Direction.IN, reqid, OWNER.priority),
-    }
+    if draw(st.booleans()):  # static keying: our SAs and the policies that require them
+        sas = {
+            SaSpec(LOCAL, peer, spi_out, reqid, draw(keys)),
+            SaSpec(peer, LOCAL, spi_in, reqid, draw(keys)),
+        }
+        policies = {
+            PolicySpec(LOCAL, peer, Direction.OUT, reqid, OWNER.priority),
+            PolicySpec(peer, LOCAL, Direction.IN, reqid, OWNER.priority),
+        }
+    else:  # IKE keying: charon's SAs and policies (not ours), our guards
+        sas = set()
+        policies = {PolicySpec.guard(peer, d, OWNER.guard_priority) for d in (Direction.OUT, Direction.IN)}
     name = link_name(peer)
     mtu = draw(st.sampled_from([tunnel_mtu(1500), 1400]))
     alias = f"ce-autoconf vpn={reqid & 0xFF} peer={peer}"
@@ -150,6 +157,8 @@ def foreign_state(draw: st.DrawFn) -> KernelState:
                         PolicySpec(
                             LOCAL, peer, Direction.OUT, OWNER.reqid_base, 10
                         ),  # our reqid, not priority
+                        PolicySpec.guard(peer, Direction.IN, 10),  # a block policy, not our priority
+                        PolicySpec(LOCAL, peer, Direction.OUT, 0xCF000001, 0xCF00),  # charon's
                     ]
                 )
             )
@@ -190,7 +199,7 @@ def test_plan_converges_and_spares_foreign_objects(
 def test_building_adds_sas_before_policies_before_links(desired: KernelState) -> None:
     ops = plan(desired, KernelState(), OWNER)
     kinds = [type(op) for op in ops]
-    if AddPolicy in kinds:
+    if AddPolicy in kinds and AddSa in kinds:
         assert max(i for i, k in enumerate(kinds) if k is AddSa) < min(
             i for i, k in enumerate(kinds) if k is AddPolicy
         )
@@ -198,6 +207,18 @@ def test_building_adds_sas_before_policies_before_links(desired: KernelState) ->
         assert max(i for i, k in enumerate(kinds) if k is AddPolicy) < min(
             i for i, k in enumerate(kinds) if k is AddLink
         )
+
+
+def test_an_ike_peers_guards_come_before_its_link_and_go_after_it() -> None:
+    """Fail-closed: while the link exists, ipip to and from the peer is blocked unless charon's
+    policy (higher precedence) protects it."""
+    peer = PEERS[0]
+    link = LinkSpec(link_name(peer), LOCAL, peer, 1446, "ce-autoconf vpn=7 peer=x")
+    guards = frozenset(PolicySpec.guard(peer, d, OWNER.guard_priority) for d in (Direction.OUT, Direction.IN))
+    desired = KernelState(links=frozenset({link}), policies=guards)
+    up, down = plan(desired, KernelState(), OWNER), plan(KernelState(), desired, OWNER)
+    assert [type(op).__name__ for op in up] == ["AddPolicy", "AddPolicy", "AddLink"]
+    assert [type(op).__name__ for op in down] == ["DelLink", "DelPolicy", "DelPolicy"]
 
 
 def test_a_changed_key_replaces_the_sa() -> None:

@@ -8,6 +8,7 @@ which gives real kernel errors to attribute). ipip and ESP themselves: tests/run
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 import subprocess
 from ipaddress import IPv4Address
@@ -21,7 +22,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from ce_runtime import wire, xfrm
 from ce_runtime.kernel import NetlinkKernel
 from ce_runtime.model import AddLink, AddPolicy, AddSa, DelLink, DelPolicy, LinkSpec, Op, SetLink
-from ce_runtime.xfrm import Direction, Mode, MsgType, PolicySpec, SaSpec
+from ce_runtime.xfrm import Action, Direction, Mode, MsgType, PolicySpec, SaSpec
 
 A = IPv4Address
 addresses = st.integers(0, 2**32 - 1).map(A)
@@ -42,16 +43,33 @@ sas = st.builds(
     mode=st.sampled_from(list(Mode)),
     hard_packets=st.none() | st.integers(1, 2**64 - 2),
 )
-policies = st.builds(
-    PolicySpec,
-    src=addresses,
-    dst=addresses,
-    direction=st.sampled_from(list(Direction)),
-    reqid=u32,
-    priority=u32,
-    proto=st.integers(0, 255),
-    mark=marks,
-)
+prefixes = st.integers(0, 32)
+
+
+def _network(address: IPv4Address, prefix: int) -> IPv4Address:
+    return A(int(address) & ~((1 << (32 - prefix)) - 1) & 0xFFFFFFFF)
+
+
+@st.composite
+def _policies(draw: st.DrawFn) -> PolicySpec:
+    """Allow (one ESP template) or block (none), any IPv4 selector."""
+    action = draw(st.sampled_from(list(Action)))
+    plen_s, plen_d = draw(prefixes), draw(prefixes)
+    return PolicySpec(
+        _network(draw(addresses), plen_s),
+        _network(draw(addresses), plen_d),
+        draw(st.sampled_from(list(Direction))),
+        0 if action == Action.BLOCK else draw(u32),
+        draw(u32),
+        draw(st.integers(0, 255)),
+        draw(marks),
+        action,
+        plen_s,
+        plen_d,
+    )
+
+
+policies = _policies()
 names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=15)
 links = st.builds(
     LinkSpec,
@@ -157,22 +175,28 @@ POLICY_FIELDS = {
     "sel_prefixlen_d": (42, "=B"),
     "sel_prefixlen_s": (43, "=B"),
     "dir": (160, "=B"),
+    "action": (161, "=B"),
     "tmpl_proto": (168 + 4 + 20, "=B"),
     "tmpl_mode": (168 + 4 + 48, "=B"),
 }
 
 
 @given(policies, st.dictionaries(st.sampled_from(sorted(POLICY_FIELDS)), st.integers(0, 255)), st.booleans())
-def test_policy_decoder_agrees_with_nlmsg(policy: PolicySpec, changes: dict[str, int], two: bool) -> None:
+def test_policy_decoder_agrees_with_nlmsg(policy: PolicySpec, changes: dict[str, int], extra: bool) -> None:
     body = bytearray(xfrm.encode_policy(policy).data[16:])
+    if policy.action == Action.BLOCK:
+        changes = {k: v for k, v in changes.items() if not k.startswith("tmpl_")}  # it has none
     for field, value in changes.items():
         offset, fmt = POLICY_FIELDS[field]
         struct.pack_into(fmt, body, offset, value)
-    if two:  # a second template in the attribute: not one of ours
+    if extra and policy.action == Action.BLOCK:  # a block policy with a template: not one of ours
+        allow = dataclasses.replace(policy, action=Action.ALLOW)
+        body[168:168] = bytes(xfrm.encode_policy(allow).data[16 + 168 : 16 + 168 + 68])
+    elif extra:  # a second template in the attribute: not one of ours
         struct.pack_into("=H", body, 168, 4 + 128)
         body[172 + 64 : 172 + 64] = body[172 : 172 + 64]
     assert wire.decode_policy(bytes(body)) == xfrm.decode_policy(bytes(body))
-    if not changes and not two:
+    if not changes and not extra:
         assert wire.decode_policy(bytes(body)) == policy
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import struct
 import subprocess
+import sys
 from ipaddress import IPv4Address
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from netns import lab, scratch_netns  # noqa: F401 (fixtures)
+from pyroute2.netlink.exceptions import NetlinkError
 
 from ce_runtime import xfrm
 
@@ -123,3 +127,64 @@ def test_policies_against_the_host_kernel(scratch_netns: str) -> None:  # noqa: 
         sock.delete_policy(ours)
         sock.delete_policy(marked)
         assert set(sock.dump_policies()) == {foreign}
+
+
+_SEND_IPIP = """
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IPIP)
+try:
+    s.sendto(bytes(20), (sys.argv[1], 0))
+    print("sent")
+except OSError as exc:
+    print(errno.errorcode[exc.errno])
+"""
+
+
+def _send_ipip(netns: str, dst: str) -> str:
+    """What a raw IP-in-IP datagram to ``dst`` meets in ``netns``: "sent" or the errno's name."""
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", _SEND_IPIP, dst],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_guards_block_unprotected_ipip_and_yield_to_a_protecting_policy(
+    scratch_netns: str,  # noqa: F811 (the fixture)
+) -> None:
+    """The fail-closed guard on this host's kernel: ipip to the peer is refused (EPERM) while only
+    the guard is there; charon's policy for the pair (higher precedence) coexists with it and
+    wins; once that policy is gone the guard blocks again. The output route lookup is where
+    XFRM decides, so a raw socket shows it without ipip or ESP in the kernel."""
+    ns, local, peer = scratch_netns, A("10.0.0.1"), A("10.0.0.2")
+    # A veth pair inside the namespace: loopback routes never see XFRM (lo has disable_xfrm).
+    for command in (
+        ["link", "add", "pv0", "type", "veth", "peer", "name", "pv1"],
+        ["addr", "add", "10.0.0.1/24", "dev", "pv0"],
+        ["link", "set", "pv1", "up"],
+        ["link", "set", "pv0", "up"],
+    ):
+        subprocess.run(["ip", "-n", ns, *command], check=True)
+    assert _send_ipip(ns, str(peer)) == "sent"
+    guards = [xfrm.PolicySpec.guard(peer, d, 0xCFFF) for d in (xfrm.Direction.OUT, xfrm.Direction.IN)]
+    charon = xfrm.PolicySpec(local, peer, xfrm.Direction.OUT, 0xCF000001, 0xCF00)
+    with xfrm.XfrmSocket(netns=ns) as sock:
+        for guard in guards:
+            sock.add_policy(guard)
+        assert _send_ipip(ns, str(peer)) == "EPERM"
+        assert _send_ipip(ns, "10.0.0.3") == "sent"  # only the guarded peer
+        sock.add_policy(charon)
+        assert set(sock.dump_policies()) == {*guards, charon}  # both there: neither replaced the other
+        assert _send_ipip(ns, str(peer)) == "sent"  # charon's wins (no SA yet: the larval blackhole)
+        sock.delete_policy(charon)
+        assert _send_ipip(ns, str(peer)) == "EPERM"
+        # Why the guard's local side is a wildcard: with the protecting policy's own selector it
+        # would be the same policy to the kernel (priority is not part of the key).
+        sock.add_policy(charon)
+        same = xfrm.PolicySpec(local, peer, xfrm.Direction.OUT, 0, 0xCFFF, action=xfrm.Action.BLOCK)
+        with pytest.raises(NetlinkError) as refused:
+            sock.add_policy(same)
+        assert refused.value.code == errno.EEXIST
+    shown = subprocess.run(
+        ["ip", "-n", ns, "xfrm", "policy"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "src 0.0.0.0/0 dst 10.0.0.2/32 proto ipencap \n\tdir out action block priority 53247" in shown
