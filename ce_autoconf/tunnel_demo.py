@@ -692,14 +692,24 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     for src, dst, way in ((ce1, ce3, "out"), (ce3, ce1, "in")):
         t.ns("ce1").ip("xfrm", "policy", "delete", "src", f"{src}/32", "dst", f"{dst}/32", "proto", "4",
                        "dir", way)  # fmt: skip
-    capture = t.lab.capture(t.vpn.switch, dev="br0", name="failclosed", filt="ip proto 4")
-    reached = t.ping("ce1", "ce3", 2)
-    time.sleep(0.5)
-    clear = t.vpn.switch.run("tcpdump", "-n", "-r", str(capture.stop()), check=False).stdout.splitlines()
-    outcome = "REACHES" if reached else "does not reach"
-    check("failclosed", not reached and not clear and (ce3, "out") in t.guards("ce1"),
-          f"CE1 down, charon's policies for CE1-CE3 gone: LAN1 {outcome} LAN3, {len(clear)} IP-in-IP "
-          f"packets in the clear on the provider bridge (the guards block them)")  # fmt: skip
+
+    def in_clear(name: str) -> list[str]:
+        """IP-in-IP on the provider bridge while LAN1 pings LAN3."""
+        capture = t.lab.capture(t.vpn.switch, dev="br0", name=name, filt="ip proto 4")
+        t.ping("ce1", "ce3", 2)
+        time.sleep(0.5)
+        return t.vpn.switch.run("tcpdump", "-n", "-r", str(capture.stop()), check=False).stdout.splitlines()
+
+    guarded = (ce3, "out") in t.guards("ce1")
+    clear = in_clear("failclosed")
+    # The control: the guard deleted as well, the same ping leaks (so the capture would see it).
+    t.ns("ce1").ip("xfrm", "policy", "delete", "src", "0.0.0.0/0", "dst", f"{ce3}/32", "proto", "4",
+                   "dir", "out")  # fmt: skip
+    unguarded = in_clear("unguarded")
+    check("failclosed", guarded and not clear and bool(unguarded),
+          f"CE1 down, charon's policies for CE1-CE3 gone: {len(clear)} IP-in-IP packets in the clear on "
+          f"the provider bridge while LAN1 pings LAN3 (the guards block them); control, CE1's guard "
+          f"deleted too: {len(unguarded)}")  # fmt: skip
     (vpn.ces["ce1"].workdir / "runtime" / "status.json").unlink()  # the killed runtime's last word
     restarted = time.monotonic()
     t.start("ce1")
@@ -708,10 +718,11 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     t.wait(lambda: single(rest), 60, "no duplicate SAs after the restart")
     check(
         "restart",
-        stale > 0,
+        stale > 0 and (ce3, "out") in t.guards("ce1"),
         f"CE1's runtime and charon killed (SIGKILL; {stale} of their SAs left in the kernel): "
         f"restarted, tunnels to CE3 (certificates) and CE4 up and alive again in {back:.1f} s; "
-        f"one IKE_SA, 2 ESP SAs per pair at CE1, CE3, CE4 after {time.monotonic() - restarted:.1f} s",
+        f"one IKE_SA, 2 ESP SAs per pair at CE1, CE3, CE4 after {time.monotonic() - restarted:.1f} s; "
+        "the deleted guard is back",
     )
     check("ping13again", t.ping("ce1", "ce3", 2), "CE1's LAN reaches CE3's LAN again")
 
