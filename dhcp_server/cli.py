@@ -19,6 +19,7 @@ from dhcp_server.api import TokenFileError
 from dhcp_server.config import ConfigError, RuntimeConfig, load_config
 from dhcp_server.driver import DriverConfig, ServerRuntime
 from dhcp_server.logs import install_json_logging, log_event
+from dhcp_server.store import StoreError
 
 __all__ = ["UsageError", "add_arguments", "register", "run", "runtime_from_config"]
 
@@ -59,11 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def runtime_from_config(config: RuntimeConfig) -> ServerRuntime:
     """The driver's view of a validated configuration."""
-    if config.store.backend != "sqlite":
-        raise UsageError(f"store backend {config.store.backend!r} is not supported by this server")
     return ServerRuntime(
         server=config.server,
-        store_path=config.store.path,
+        store=config.store,
         driver=DriverConfig(
             interfaces=config.listen.interfaces,
             address=str(config.listen.address),
@@ -77,7 +76,6 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryI
     secrets file or the token file is unusable, 1 the server could not start or failed."""
     try:
         config = load_config(args.config)
-        runtime_from_config(config)  # the backend is one this server has
         service.check(config)
     except (ConfigError, TokenFileError) as e:
         print(e, file=stderr)
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, stdin: BinaryI
     except (ConfigError, TokenFileError) as e:  # a file changed between the check and the start
         print(e, file=stderr)
         return 2
-    except (OSError, sqlite3.Error) as e:
+    except (OSError, sqlite3.Error, StoreError) as e:  # StoreError messages never hold a password
         log_event(log, "server.failed", logging.ERROR, error=str(e))
         return 1
     finally:

@@ -20,13 +20,22 @@ import bisect
 import contextlib
 import difflib
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from typing import Final, TypeVar
+
+try:  # the PostgreSQL store's optional dependency: only its DSN check needs it here
+    from psycopg import Error as _PsycopgError
+    from psycopg.conninfo import conninfo_to_dict
+except ImportError:  # pragma: no cover - exercised where the extra is not installed
+    conninfo_to_dict = None  # type: ignore[assignment]
+    _PsycopgError = Exception  # type: ignore[assignment,misc]
 
 from dhcp_server.model import (
     AuthPolicy,
@@ -593,10 +602,96 @@ def path_under(base: Path) -> Callable[[object], Path]:
 # -- the configuration ---------------------------------------------------------------------------
 
 
+class NotPrivateError(Exception):
+    """A secret-bearing file others could read or replace; the message says how to fix it."""
+
+
+def read_private(path: Path) -> bytes:
+    """The contents of a file only its owner (us) can read; checked on the open descriptor."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotPrivateError("is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise NotPrivateError(
+                f"has mode {mode:04o}; secret files must be 0600 or stricter (chmod 600 {path})"
+            )
+        if st.st_uid != os.geteuid():
+            raise NotPrivateError(
+                f"is owned by uid {st.st_uid}, not by the server's user (uid {os.geteuid()})"
+            )
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def read_password(path: Path) -> str:
+    """A database password: the first line of a private file. Messages never quote it."""
+    try:
+        raw = read_private(path)
+    except NotPrivateError as e:
+        raise FieldError(f"{path} {e}") from None
+    except OSError as e:
+        raise FieldError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FieldError(f"{path} is not UTF-8 text") from None
+    password = lines[0].strip() if lines else ""
+    if not password:
+        raise FieldError(f"{path} is empty; the password is its first line")
+    return password
+
+
+def private_password_file(base: Path) -> Callable[[object], Path]:
+    """A password file, read once at start to check it (mode 0600, ours, not empty); the
+    configuration keeps the path only, so no repr of it can show the password."""
+
+    def convert(value: object) -> Path:
+        path = base / text(value)
+        read_password(path)
+        return path
+
+    return convert
+
+
+def libpq_dsn(value: object) -> str:
+    """A libpq connection string (``host=... dbname=...`` or ``postgresql://...``) without a
+    password: that belongs in ``password_file``. libpq's own message is not quoted: it can
+    echo the text around an error, which may be a password typed in the wrong place."""
+    dsn = string(value)
+    if conninfo_to_dict is None:
+        raise FieldError("the PostgreSQL store needs psycopg: pip install 'ce-autoconf[postgresql]'")
+    try:
+        params = conninfo_to_dict(dsn)
+    except _PsycopgError:
+        raise FieldError(
+            "is not a libpq connection string (key=value pairs such as "
+            '"host=/run/postgresql dbname=dhcp user=dhcp", or a postgresql:// URI)'
+        ) from None
+    if "password" in params:
+        raise FieldError("must not contain the password: put it in store.password_file (mode 0600)")
+    return dsn
+
+
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    backend: str  # "sqlite" today; the field is where a PostgreSQL backend will be chosen
-    path: Path
+    """Where the durable state lives: a SQLite file (``path``) or a PostgreSQL database
+    (``dsn``, and ``password_file`` when the role logs in with a password)."""
+
+    backend: str  # "sqlite" or "postgresql"
+    path: Path | None = None
+    dsn: str | None = None
+    password_file: Path | None = None
+
+    def describe(self) -> str:
+        """For logs: the file, or the DSN (which never holds a password)."""
+        return str(self.path) if self.backend == "sqlite" else f"postgresql: {self.dsn}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -629,7 +724,7 @@ class RuntimeConfig:
     source: Path
 
 
-_STORE_BACKENDS: Final = ("sqlite",)
+_STORE_BACKENDS: Final = ("sqlite", "postgresql")
 
 
 def load_config(path: str | Path) -> RuntimeConfig:
@@ -856,9 +951,24 @@ def _store(t: Table, base: Path) -> StoreConfig | None:
     backend = t.get("backend", text, "sqlite")
     if backend not in _STORE_BACKENDS:
         t.fail("backend", f"{backend!r} is not one of {', '.join(_STORE_BACKENDS)}")
-    path = t.require("path", path_under(base))
+        t.known("path", "dsn", "password_file")
+        t.done()
+        return None
+    if backend == "sqlite":
+        path = t.require("path", path_under(base))
+        for key in ("dsn", "password_file"):
+            if key in t:
+                t.known(key)
+                t.fail(key, 'is for backend = "postgresql"')
+        t.done()
+        return None if path is None else StoreConfig(backend, path)
+    if "path" in t:
+        t.known("path")
+        t.fail("path", 'is for backend = "sqlite"; PostgreSQL is reached through dsn')
+    dsn = t.require("dsn", libpq_dsn)
+    password_file = t.get("password_file", private_password_file(base), None)
     t.done()
-    return None if path is None else StoreConfig(backend, path)
+    return None if dsn is None else StoreConfig(backend, dsn=dsn, password_file=password_file)
 
 
 def _listen(t: Table, server: ServerConfig | None) -> ListenConfig | None:

@@ -37,10 +37,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Final
 
 from dhcp_server.actions import Event, Outcome, Received, Reply, Write
+from dhcp_server.config import StoreConfig
 from dhcp_server.engine import ServerEngine
 from dhcp_server.model import ServerConfig
 from dhcp_server.netutil import (
@@ -56,7 +56,7 @@ from dhcp_server.netutil import (
     pack_pktinfo,
     read_ancillary,
 )
-from dhcp_server.store import Store
+from dhcp_server.store import MemoryStore, Store, open_store
 
 __all__ = ["DriverConfig", "ServerDriver", "ServerRuntime", "run_server", "serve"]
 
@@ -499,22 +499,16 @@ class ServerDriver:
 
 @dataclass(frozen=True, slots=True)
 class ServerRuntime:
-    """Everything ``run_server`` needs: the engine's configuration, where the store lives
-    (``None``: in memory, for demos and tests) and how to listen."""
+    """Everything ``run_server`` needs: the engine's configuration, the store (``[store]``:
+    SQLite or PostgreSQL; ``None``: in memory, for demos and tests) and how to listen."""
 
     server: ServerConfig
-    store_path: Path | None
+    store: StoreConfig | None
     driver: DriverConfig = field(default_factory=DriverConfig)
 
 
-def _open_store(path: Path | None) -> Store:
-    if path is None:
-        from dhcp_server.store import MemoryStore  # noqa: PLC0415
-
-        return MemoryStore()
-    from dhcp_server.sqlite_store import SqliteStore  # noqa: PLC0415
-
-    return SqliteStore(path)
+def _open_store(config: StoreConfig | None) -> Store:
+    return MemoryStore() if config is None else open_store(config)
 
 
 async def serve(
@@ -524,7 +518,7 @@ async def serve(
     on_ready: Callable[[ServerDriver], None] | None = None,
 ) -> Counter[str]:
     """Load the store, run the server until ``stop`` is set, return the driver's counters."""
-    store = _open_store(runtime.store_path)
+    store = _open_store(runtime.store)
     try:
         engine = ServerEngine(runtime.server, store.load())
         driver = ServerDriver(engine, store, runtime.driver)

@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
-from dhcp_server.config import ConfigError, FieldError, Problem, Reader, Table, integer, kind, syntax_problem
+from dhcp_server.config import (
+    ConfigError,
+    FieldError,
+    Problem,
+    Reader,
+    Table,
+    integer,
+    kind,
+    syntax_problem,
+)
+from dhcp_server.config import NotPrivateError as _NotPrivateError
+from dhcp_server.config import read_private as _read_private
 
 __all__ = ["MIN_KEY_LENGTH", "REDACTED", "SecretsError", "load_secrets", "redact"]
 
@@ -42,34 +52,6 @@ _SENSITIVE: Final = frozenset({"key", "keys", "secret", "secrets", "token", "pas
 
 class SecretsError(ConfigError):
     """The secrets file is unusable; the message never contains key material."""
-
-
-class _NotPrivateError(Exception):
-    """A key file others could read or replace; the message says how to fix it."""
-
-
-def _read_private(path: Path) -> bytes:
-    """The contents of a file only its owner (us) can read; checked on the open descriptor."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _NotPrivateError("is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise _NotPrivateError(
-                f"has mode {mode:04o}; key files must be 0600 or stricter (chmod 600 {path})"
-            )
-        if st.st_uid != os.geteuid():
-            raise _NotPrivateError(
-                f"is owned by uid {st.st_uid}, not by the server's user (uid {os.geteuid()})"
-            )
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
 
 
 def _hex_key(value: object) -> bytes:

@@ -4,7 +4,8 @@ At start, in this order, so that a mistake is reported before anything listens:
 
 1. the secrets file (``[secrets] file``, mode 0600, checked by :func:`load_secrets`) and the
    API token file (``[api] token_file``) are read;
-2. the SQLite store is opened, wrapped in :class:`~dhcp_server.metrics.TimedStore` (commit
+2. the store (``[store]``: SQLite, or PostgreSQL which takes its one-server lock here) is
+   opened, wrapped in :class:`~dhcp_server.metrics.TimedStore` (commit
    count and latency for ``/metrics``), and loaded;
 3. the keys of the secrets file are merged into the snapshot (:func:`merge_secrets`: the
    file wins for the secret IDs it names, the store keeps the others) and the engine is
@@ -33,8 +34,7 @@ from dhcp_server.engine import ServerEngine
 from dhcp_server.logs import log_event
 from dhcp_server.metrics import TimedStore
 from dhcp_server.secrets import load_secrets
-from dhcp_server.sqlite_store import SqliteStore
-from dhcp_server.store import Snapshot
+from dhcp_server.store import Snapshot, open_store
 
 __all__ = ["SecretsMerge", "check", "merge_secrets", "run", "serve_config"]
 
@@ -82,9 +82,7 @@ async def serve_config(
 ) -> Counter[str]:
     """Run the server of ``config`` until ``stop`` is set; returns the driver's and engine's counters."""
     file_keys = check(config)
-    if config.store.backend != "sqlite":  # config.py accepts only sqlite today
-        raise ValueError(f"store backend {config.store.backend!r} is not supported")
-    store = TimedStore(SqliteStore(config.store.path))
+    store = TimedStore(open_store(config.store))
     try:
         snapshot = store.load()
         merged = merge_secrets(snapshot, file_keys)
@@ -131,7 +129,7 @@ async def serve_config(
                 log,
                 "server.ready",
                 config=str(config.source),
-                store=str(config.store.path),
+                store=config.store.describe(),
                 vpns=len(engine.directory.vpns),
                 ces=len(engine.directory.ces),
                 api=api.url if api is not None else None,

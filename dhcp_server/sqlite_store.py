@@ -23,25 +23,13 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Final
 
-from dhcp_server.actions import (
-    CeDelete,
-    CeilingWrite,
-    CeWrite,
-    LeaseWrite,
-    ReplayWrite,
-    SecretDelete,
-    SecretWrite,
-    VpnDelete,
-    VpnWrite,
-    Write,
-)
+from dhcp_server.actions import Write
 from dhcp_server.model import AuthPolicy, CeRecord, ClientKey, Lease, LeaseState, VpnRecord
-from dhcp_server.store import Snapshot
+from dhcp_server.store import Batch, Snapshot, StoreError
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreError"]
 
@@ -109,57 +97,6 @@ _CEILING_UPSERT: Final = (
 
 # umask is per process: serialise the moments it is narrowed.
 _UMASK_LOCK: Final = threading.Lock()
-
-
-class StoreError(Exception):
-    """The store could not be opened or a commit failed (nothing of that commit is kept)."""
-
-
-def _u64(value: int, what: str) -> int:
-    if not 0 <= value < 1 << 64:
-        raise StoreError(f"{what} {value} is not a 64-bit unsigned value")
-    return value - _SHIFT
-
-
-@dataclass(slots=True)
-class _Batch:
-    """A batch folded to its net effect per key; ``None`` means delete."""
-
-    leases: dict[IPv4Address, Lease] = field(default_factory=dict)
-    replay: dict[bytes, int] = field(default_factory=dict)
-    ceiling: int | None = None
-    vpns: dict[int, VpnRecord | None] = field(default_factory=dict)
-    ces: dict[str, CeRecord | None] = field(default_factory=dict)
-    secrets: dict[int, bytes | None] = field(default_factory=dict)
-
-    @classmethod
-    def fold(cls, writes: Sequence[Write]) -> _Batch:
-        b = cls()
-        for w in writes:
-            match w:
-                case LeaseWrite(lease=lease):
-                    b.leases[lease.address] = lease
-                case ReplayWrite(client=client, value=value):
-                    _u64(value, "replay value")
-                    b.replay[client.value] = max(value, b.replay.get(client.value, 0))
-                case CeilingWrite(value=value):
-                    _u64(value, "replay ceiling")
-                    b.ceiling = value if b.ceiling is None else max(value, b.ceiling)
-                case VpnWrite(vpn=vpn):
-                    b.vpns[vpn.vpn_id] = vpn
-                case VpnDelete(vpn_id=vpn_id):
-                    b.vpns[vpn_id] = None
-                case CeWrite(ce=ce):
-                    b.ces[ce.name] = ce
-                case CeDelete(name=name):
-                    b.ces[name] = None
-                case SecretWrite(secret_id=secret_id, key=key):
-                    b.secrets[secret_id] = key
-                case SecretDelete(secret_id=secret_id):
-                    b.secrets[secret_id] = None
-                case _:
-                    raise StoreError(f"not a store write: {type(w).__name__}")
-        return b
 
 
 def _lease_row(lease: Lease) -> tuple[object, ...]:
@@ -332,7 +269,7 @@ class SqliteStore:
         """Make ``writes`` durable in one transaction: all of them or, on error, none."""
         if not writes:
             return
-        batch = _Batch.fold(writes)
+        batch = Batch.fold(writes)
         with self._lock:
             try:
                 with self._transaction(self._conn):
@@ -341,7 +278,7 @@ class SqliteStore:
                 raise StoreError(f"{self.path}: commit failed, nothing written: {e}") from e
 
     @staticmethod
-    def _write(conn: sqlite3.Connection, b: _Batch) -> None:
+    def _write(conn: sqlite3.Connection, b: Batch) -> None:
         if b.leases:
             conn.executemany(_LEASE_UPSERT, map(_lease_row, b.leases.values()))
         if b.replay:

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# pg_cluster (and netns, which it imports) are also plugins of some test modules: rewrite
+# their asserts although this conftest imports them first.
+pytest.register_assert_rewrite("netns", "pg_cluster")
+from pg_cluster import postgres  # noqa: E402
+
+__all__ = ["postgres", "store_path", "umask_022", "write_file"]  # postgres: the session's PostgreSQL cluster
+
 
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:

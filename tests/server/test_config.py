@@ -286,7 +286,7 @@ SUBNETS = '[[subnets]]\nnetwork = "10.0.0.0/24"\ninterface = "eth0"\n'
         ),
         (
             'server_id = "192.0.2.1"\n[store]\nbackend = "postgres"',
-            "store.backend: 'postgres' is not one of sqlite",
+            "store.backend: 'postgres' is not one of sqlite, postgresql",
         ),
     ],
 )
@@ -305,6 +305,50 @@ def test_server_level_fields(line: str, expected: str) -> None:
     table, _, key = field.rpartition(".")
     written = text.splitlines()[int(line_number) - 1]
     assert written.startswith(key) or written == f"[{table}]"
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        (
+            'backend = "postgresql"\npath = "s"',
+            [
+                'server.toml:8: store.path: is for backend = "sqlite"; PostgreSQL is reached through dsn',
+                "server.toml:6: store.dsn: is required",
+            ],
+        ),
+        ('dsn = "dbname=dhcp"\npath = "s"', ['server.toml:7: store.dsn: is for backend = "postgresql"']),
+        (
+            'backend = "postgresql"\ndsn = "dbname=dhcp nonsense"',
+            [
+                "server.toml:8: store.dsn: is not a libpq connection string (key=value pairs such as "
+                '"host=/run/postgresql dbname=dhcp user=dhcp", or a postgresql:// URI)'
+            ],
+        ),
+        (
+            'backend = "postgresql"\ndsn = "dbname=dhcp"\npassword_file = "/nonexistent/pw"',
+            ["server.toml:9: store.password_file: cannot read /nonexistent/pw: No such file or directory"],
+        ),
+    ],
+)
+def test_store_backend_fields(store: str, expected: list[str]) -> None:
+    """Each backend's keys, and only those; the PostgreSQL ones are checked at start."""
+    text = SUBNETS + '[server]\nserver_id = "10.0.0.1"\n[store]\n' + store + "\n"
+    assert problems(text) == expected
+
+
+def test_a_postgresql_store_needs_no_path() -> None:
+    text = (
+        SUBNETS + '[server]\nserver_id = "10.0.0.1"\n[store]\nbackend = "postgresql"\ndsn = "dbname=dhcp"\n'
+    )
+    store = parse_config(text).store
+    assert (store.backend, store.dsn, store.path, store.password_file) == (
+        "postgresql",
+        "dbname=dhcp",
+        None,
+        None,
+    )
+    assert store.describe() == "postgresql: dbname=dhcp"
 
 
 def test_metrics_require_token_defaults_to_off(tmp_path: Path) -> None:
@@ -519,7 +563,7 @@ def test_secrets_readable_by_others_are_refused(write_file: WriteFile, mode: int
     with pytest.raises(SecretsError) as info:
         load_secrets(path)
     assert str(info.value) == (
-        f"{path}: has mode {mode:04o}; key files must be 0600 or stricter (chmod 600 {path})"
+        f"{path}: has mode {mode:04o}; secret files must be 0600 or stricter (chmod 600 {path})"
     )
 
 
@@ -534,7 +578,7 @@ def test_key_file_must_be_private_too(write_file: WriteFile) -> None:
     with pytest.raises(SecretsError) as info:
         load_secrets(path)
     assert str(info.value) == (
-        f"{path}:3: key[0].key_file: {key_file} has mode 0644; key files must be 0600 or stricter "
+        f"{path}:3: key[0].key_file: {key_file} has mode 0644; secret files must be 0600 or stricter "
         f"(chmod 600 {key_file})"
     )
 

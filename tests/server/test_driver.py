@@ -397,4 +397,4 @@ def test_cli_check_reads_the_example_configuration(tmp_path: Path) -> None:
     assert cli.run(args, out, err, io.BytesIO()) == 0, err.getvalue()
     assert "valid" in out.getvalue()
     runtime = cli.runtime_from_config(load_config(example))
-    assert runtime.driver.port == 67 and runtime.store_path is not None
+    assert runtime.driver.port == 67 and runtime.store is not None

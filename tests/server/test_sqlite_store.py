@@ -1,4 +1,5 @@
-"""SqliteStore: the reference semantics of Snapshot.apply, durability under kill -9, file modes."""
+"""SqliteStore: durability under kill -9, file modes, schema versions (the reference semantics
+of Snapshot.apply, shared with PostgreSQL, are in test_store_backends.py)."""
 
 from __future__ import annotations
 
@@ -10,111 +11,23 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from dhcp_server.actions import (
     CeDelete,
-    CeilingWrite,
     CeWrite,
     LeaseWrite,
-    ReplayWrite,
-    SecretDelete,
     SecretWrite,
-    VpnDelete,
     VpnWrite,
-    Write,
 )
-from dhcp_server.model import AuthPolicy, CeRecord, ClientKey, Lease, LeaseState, VpnRecord
+from dhcp_server.model import CeRecord, ClientKey, Lease, VpnRecord
 from dhcp_server.sqlite_store import SCHEMA_VERSION, SqliteStore, StoreError
-from dhcp_server.store import MemoryStore, Snapshot
-from options.strategies import text_values
 
 REPO = Path(__file__).resolve().parents[2]
-
-# -- strategies: few distinct keys, so writes collide, overwrite and delete each other ----------
-
-addresses = st.one_of(st.integers(0xC0000200, 0xC0000207), st.sampled_from([0, 0xFFFFFFFF, 0x0A000001])).map(
-    IPv4Address
-)
-clients = st.one_of(
-    st.sampled_from([ClientKey.from_hardware(1, bytes(6)), ClientKey.from_client_id(b"\x01ce-1")]),
-    st.binary(max_size=20).map(ClientKey.from_client_id),
-)
-u64 = st.one_of(st.integers(0, (1 << 64) - 1), st.sampled_from([0, 1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1]))
-times = st.floats(allow_nan=False, allow_infinity=True)
-names = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
-vpn_ids = st.sampled_from([0, 1, 7, 0xFFFFFFFF])
-ce_names = st.sampled_from(["ce-a", "ce-b", "ce-c", "é"])
-secret_ids = st.sampled_from([0, 0x1234, 0xFFFFFFFF])
-
-leases = st.builds(
-    Lease,
-    address=addresses,
-    client=clients,
-    chaddr=st.binary(max_size=16),
-    expires=times,
-    state=st.sampled_from(LeaseState),
-    xid=st.integers(0, 0xFFFFFFFF),
-    hostname=st.none() | text_values(),
-    nonce=st.none() | st.binary(min_size=16, max_size=16),
-    updated=times,
-)
-vpns = st.builds(
-    VpnRecord,
-    vpn_id=vpn_ids,
-    name=names,
-    vpn_servers=st.lists(addresses, max_size=4).map(tuple),
-    auth=st.sampled_from(AuthPolicy),
-)
-ces = st.builds(
-    CeRecord,
-    name=ce_names,
-    client=st.none() | clients,
-    secret_id=st.none() | secret_ids,
-    vpns=st.frozensets(vpn_ids, max_size=3),
-    static_address=st.none() | addresses,
-)
-writes: st.SearchStrategy[Write] = st.one_of(
-    st.builds(LeaseWrite, leases),
-    st.builds(ReplayWrite, clients, u64),
-    st.builds(CeilingWrite, u64),
-    st.builds(VpnWrite, vpns),
-    st.builds(VpnDelete, vpn_ids),
-    st.builds(CeWrite, ces),
-    st.builds(CeDelete, ce_names),
-    st.builds(SecretWrite, secret_ids, st.binary(max_size=64)),
-    st.builds(SecretDelete, secret_ids),
-)
-batches = st.lists(st.lists(writes, max_size=12), max_size=6)
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches=batches, split=st.integers(0, 6))
-def test_equals_memory_store_including_after_reopen(batches: list[list[Write]], split: int) -> None:
-    """Any write sequence, batched any way, loads back as Snapshot.apply says, across a restart."""
-    reference = MemoryStore()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "store.sqlite"
-        store = SqliteStore(path)
-        for i, batch in enumerate(batches):
-            if i == split:  # a restart in the middle of the sequence
-                store.close()
-                store = SqliteStore(path)
-            store.commit(batch)
-            reference.commit(batch)
-            assert store.load() == reference.load()
-        store.close()
-        store = SqliteStore(path)
-        assert store.load() == reference.load()
-        assert store.integrity_check() == ["ok"]
-        store.close()
 
 
 def lease(address: str, **kw: object) -> Lease:
@@ -125,45 +38,6 @@ def lease(address: str, **kw: object) -> Lease:
     }
     fields.update(kw)
     return Lease(IPv4Address(address), **fields)  # type: ignore[arg-type]
-
-
-def test_empty_store_loads_empty_snapshot(store_path: Path) -> None:
-    store = SqliteStore(store_path)
-    assert store.load() == Snapshot()
-    store.close()
-
-
-def test_failed_commit_keeps_nothing_of_the_batch(store_path: Path) -> None:
-    store = SqliteStore(store_path)
-    store.commit([LeaseWrite(lease("10.0.0.1"))])
-    before = store.load()
-    # The bad lease comes after good writes of several kinds: the whole batch must go.
-    bad: list[Write] = [
-        LeaseWrite(lease("10.0.0.2")),
-        SecretWrite(1, b"k" * 16),
-        CeWrite(CeRecord("ce-1", None, None, frozenset({7}))),
-        LeaseWrite(lease("10.0.0.3", xid=1 << 64)),
-    ]
-    with pytest.raises(StoreError, match="nothing written"):
-        store.commit(bad)
-    assert store.load() == before
-    with pytest.raises(StoreError, match="64-bit"):
-        store.commit([LeaseWrite(lease("10.0.0.4")), ReplayWrite(ClientKey(b"x"), -1)])
-    assert store.load() == before
-    store.commit([LeaseWrite(lease("10.0.0.5"))])  # the connection is still usable
-    assert set(store.load().leases) == {IPv4Address("10.0.0.1"), IPv4Address("10.0.0.5")}
-    store.close()
-
-
-def test_replay_state_keeps_the_maximum(store_path: Path) -> None:
-    client = ClientKey.from_client_id(b"ce")
-    store = SqliteStore(store_path)
-    store.commit([ReplayWrite(client, (1 << 64) - 1), CeilingWrite(1 << 63)])
-    store.commit([ReplayWrite(client, 5), CeilingWrite(3)])
-    snap = store.load()
-    assert snap.replay == {client: (1 << 64) - 1}
-    assert snap.ceiling == 1 << 63
-    store.close()
 
 
 def test_hostname_that_is_not_utf8_round_trips(store_path: Path) -> None:

@@ -18,6 +18,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from dhcp_server.config import StoreConfig
 from dhcp_server.driver import DriverConfig, ServerRuntime, serve
 from dhcp_server.model import AuthPolicy, PoolRange, QuarantinePolicy, ServerConfig, SubnetConfig
 
@@ -25,6 +26,7 @@ from dhcp_server.model import AuthPolicy, PoolRange, QuarantinePolicy, ServerCon
 def parse(argv: list[str]) -> tuple[ServerRuntime, int]:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--store", type=Path, help="SQLite file (default: in memory)")
+    parser.add_argument("--pg-dsn", help="a PostgreSQL store instead (libpq conninfo, no password)")
     parser.add_argument("--network", type=IPv4Network, required=True)
     parser.add_argument("--pool", required=True, help="FIRST-LAST")
     parser.add_argument("--server-id", type=IPv4Address, required=True)
@@ -48,7 +50,13 @@ def parse(argv: list[str]) -> tuple[ServerRuntime, int]:
     )
     runtime = ServerRuntime(
         server=ServerConfig(server_id=args.server_id, subnets=(subnet,), quarantine=quarantine),
-        store_path=args.store,
+        store=(
+            StoreConfig("postgresql", dsn=args.pg_dsn)
+            if args.pg_dsn
+            else None
+            if args.store is None
+            else StoreConfig("sqlite", args.store)
+        ),
         driver=DriverConfig(
             interfaces=tuple(args.interface),
             commit_in_thread=not args.inline_commit,
