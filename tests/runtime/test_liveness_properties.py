@@ -77,7 +77,8 @@ def test_liveness_follows_the_model(script: list[tuple[object, ...]]) -> None:
 
 
 def _check(live: Liveness, model: dict[IPv4Address, _Model], now: float) -> None:
-    events = {p: [t.event for t in live.check(now) if t.peer == p] for p in PEERS}
+    transitions = live.check(now)
+    events = {p: [t.event for t in transitions if t.peer == p] for p in PEERS}
     assert not any(events[p] for p in PEERS if p not in model), "a forgotten peer reported"
     for peer, m in model.items():
         recent = m.last is not None and now - m.last <= DEAD_AFTER
