@@ -24,8 +24,10 @@ database, never a password.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
@@ -45,6 +47,8 @@ __all__ = ["SCHEMA_VERSION", "PostgresStore", "StoreError"]
 
 #: High half of the advisory lock key ("CEAC"); the low half is the schema's OID.
 LOCK_CLASS: Final = 0x43454143
+#: How long open waits for the lock before refusing (see PostgresStore._try_lock).
+LOCK_GRACE: Final = 2.0
 _CEILING: Final = "replay_ceiling"
 _Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -228,9 +232,7 @@ class PostgresStore:
                     f"{self.where}: no schema of the search_path exists to hold the store's tables"
                 )
             schema_oid, schema = row
-            key = (LOCK_CLASS << 32) | schema_oid
-            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if locked is None or not locked[0]:
+            if not self._try_lock(conn, (LOCK_CLASS << 32) | schema_oid):
                 raise StoreError(
                     f"{self.where}: another server holds the store of schema {schema} "
                     f"({self._holder(conn, schema_oid)}); one server per database: two would "
@@ -251,6 +253,19 @@ class PostgresStore:
                         )
         except psycopg.Error as e:
             raise StoreError(f"{self.where}: cannot open the store: {e}") from e
+
+    @staticmethod
+    def _try_lock(conn: _Conn, key: int) -> bool:
+        """The advisory lock, waiting up to :data:`LOCK_GRACE` seconds: a server that just
+        stopped or crashed releases it when its backend notices, a moment after it is gone."""
+        deadline = time.monotonic() + LOCK_GRACE
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if row is not None and row[0]:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     @staticmethod
     def _holder(conn: _Conn, schema_oid: int) -> str:
@@ -412,9 +427,12 @@ class PostgresStore:
                 cur.executemany(_KEY_UPSERT, kept)
 
     def close(self) -> None:
-        """Close the connection, which releases the advisory lock."""
+        """Release the advisory lock and close the connection. The explicit unlock makes a
+        restart deterministic: closing alone lets the backend drop the lock a moment later."""
         with self._lock:
             if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
                 self._conn.close()
                 self._conn = None
 
