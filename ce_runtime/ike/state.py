@@ -27,6 +27,8 @@ from typing import Final
 from ce_runtime.ike.config import CHILD
 
 __all__ = [
+    "LIVE_CHILD",
+    "LIVE_IKE",
     "ChildView",
     "ConnView",
     "IkeSaView",
@@ -45,6 +47,15 @@ class Phase(Enum):
     UP = "up"
     DOWN = "down"  # was up, is not; a retry is scheduled (initiator) or awaited (responder)
     FAILED = "failed"  # the last attempt failed; backing off
+
+
+#: charon's states in which an SA still carries traffic. A rekey is make-before-break: while the
+#: exchange runs the old CHILD_SA is REKEYING (then REKEYED until deleted) and the new one is not
+#: INSTALLED yet; an IKE_SA being rekeyed is REKEYING and its children move to the new one at
+#: the end. Counting only ESTABLISHED/INSTALLED reported a tunnel "down" whenever a poll fell into
+#: that window (seen in the VM under load: a CHILD_SA rekey read as down, then up).
+LIVE_IKE: Final = frozenset({"ESTABLISHED", "REKEYING", "REKEYED"})
+LIVE_CHILD: Final = frozenset({"INSTALLED", "UPDATING", "REKEYING", "REKEYED"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,13 @@ class IkeSaView:
     def installed(self) -> tuple[ChildView, ...]:
         return tuple(c for c in self.children if c.state == "INSTALLED")
 
+    @property
+    def live(self) -> tuple[ChildView, ...]:
+        """Children carrying traffic, a rekey's outgoing one included (:data:`LIVE_CHILD`)."""
+        if self.state not in LIVE_IKE:
+            return ()
+        return tuple(c for c in self.children if c.state in LIVE_CHILD)
+
 
 @dataclass(frozen=True, slots=True)
 class ConnView:
@@ -79,7 +97,8 @@ class ConnView:
 
     @property
     def up(self) -> bool:
-        return any(s.installed for s in self.established)
+        """Some CHILD_SA carries traffic, also in the middle of a CHILD_SA or IKE_SA rekey."""
+        return any(s.live for s in self.ike_sas)
 
     @property
     def connecting(self) -> bool:
@@ -87,11 +106,16 @@ class ConnView:
 
     @property
     def spis(self) -> tuple[str, str] | None:
-        """(in, out) of the CHILD_SA in use: the newest installed one of the kept IKE_SA."""
+        """(in, out) of the CHILD_SA in use: the newest installed one of the kept IKE_SA; while a
+        rekey runs (nothing installed there), the newest live one, i.e. still the old SPIs."""
         kept = _kept(self)
-        if kept is None or not kept.installed:
-            return None
-        child = max(kept.installed, key=lambda c: c.uniqueid)
+        if kept is not None and kept.installed:
+            child = max(kept.installed, key=lambda c: c.uniqueid)
+        else:
+            live = [c for s in self.ike_sas for c in s.live]
+            if not live:
+                return None
+            child = max(live, key=lambda c: c.uniqueid)
         return (child.spi_in, child.spi_out)
 
 

@@ -58,7 +58,7 @@ from ce_runtime.ike.state import (
     conn_view,
     duplicates,
 )
-from ce_runtime.xfrm import XfrmSocket
+from ce_runtime.xfrm import Direction, XfrmSocket
 
 __all__ = ["EVENTS", "IkeBackend", "KernelRepair", "Vici", "ViciClient", "XfrmRepair"]
 
@@ -208,6 +208,10 @@ class KernelRepair(Protocol):
         """Delete SAs and policies whose reqid matches; the number deleted."""
         ...
 
+    def reqids(self, local: IPv4Address, owned: Callable[[int], bool]) -> dict[IPv4Address, int]:
+        """Per peer, the reqid of the outbound ``local`` -> peer policy charon installed (if owned)."""
+        ...
+
 
 class XfrmRepair:
     """:class:`KernelRepair` on ce_runtime's own XFRM netlink codec (this namespace)."""
@@ -226,6 +230,14 @@ class XfrmRepair:
                         xfrm.delete_sa(sa)
                         deleted += 1
         return deleted
+
+    def reqids(self, local: IPv4Address, owned: Callable[[int], bool]) -> dict[IPv4Address, int]:
+        with XfrmSocket() as xfrm:
+            return {
+                p.dst: p.reqid
+                for p in xfrm.dump_policies()
+                if p.direction == Direction.OUT and p.src == local and p.src_prefix == 32 and owned(p.reqid)
+            }
 
 
 @dataclass(slots=True)
@@ -264,6 +276,9 @@ class IkeBackend:
         self.poll_interval = poll_interval
         self._loaded: dict[IPv4Address, _Loaded] = {}
         self._orphans: set[IPv4Address] = set()  # ours in an attached charon, not (yet) desired
+        # An adopted connection's reqid, from charon's policies in the kernel: it is loaded again
+        # under the same one (its CHILD_SA and policies carry it), and no other peer takes it.
+        self._kept_reqids: dict[IPv4Address, int] = {}
         self._events: list[TunnelEvent] = []
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
@@ -306,12 +321,17 @@ class IkeBackend:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _adopt(self) -> None:
-        """Connections named like ours in an already running charon: unloaded unless desired again."""
+        """Connections named like ours in an already running charon: unloaded unless desired again,
+        and if desired, loaded under the reqid they have (a new one would make charon replace the
+        policies under the live CHILD_SA)."""
         for name in self.client.list_conns():
             peer = peer_of_conn(name)
             if peer is not None and peer not in self._loaded:
                 log.info("ike: found connection %s loaded by an earlier instance", name)
                 self._orphans.add(peer)
+        if self._orphans and self.kernel is not None:
+            found = self.kernel.reqids(self.local, owned_reqid)
+            self._kept_reqids = {peer: found[peer] for peer in self._orphans if peer in found}
 
     # -- desired peers in ------------------------------------------------------------------------
 
@@ -319,10 +339,15 @@ class IkeBackend:
         """Certificate mode: this CE's private key (DER; ``key_type`` "ecdsa" or "rsa"), held by charon."""
         self.client.load_key(key_type, key_der)
 
-    def _reqid(self) -> int:
+    def _reqid(self, address: IPv4Address) -> int:
+        """The adopted connection's own reqid, else the lowest one nobody has or keeps."""
         used = {x.reqid for x in self._loaded.values()}
+        kept = self._kept_reqids.get(address)
+        if kept is not None and kept not in used:
+            return kept
+        taken = used | {r for a, r in self._kept_reqids.items() if a != address}
         n = 1
-        while IKE_REQID_BASE + n in used:
+        while IKE_REQID_BASE + n in taken:
             n += 1
         return IKE_REQID_BASE + n
 
@@ -371,7 +396,7 @@ class IkeBackend:
     def _load(self, peer: IkePeer) -> bool:
         """Load (or reload) ``peer``'s key and connection; True if it was not loaded before."""
         current = self._loaded.get(peer.address)
-        reqid = current.reqid if current is not None else self._reqid()
+        reqid = current.reqid if current is not None else self._reqid(peer.address)
         message = connection(self.local, peer, reqid, self.timers)
         if current is not None and current.message == message and current.peer == peer:
             return False
@@ -400,6 +425,7 @@ class IkeBackend:
         with contextlib.suppress(Exception):
             self.client.unload_shared(shared_secret_id(address))
         loaded = self._loaded.pop(address, None)
+        self._kept_reqids.pop(address, None)
         if loaded is not None and self.kernel is not None:
             reqid = loaded.reqid
             with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address
 
 from ce_runtime.ike.config import IKE_REQID_BASE
 from ce_runtime.ike.vici_backend import InitiateResult
@@ -85,8 +86,12 @@ class FakeVici:
 
 
 class FakeKernel:
-    def __init__(self) -> None:
+    def __init__(self, reqids: Mapping[IPv4Address, int] | None = None) -> None:
         self.flushes: list[list[int]] = []
+        self.policies = dict(reqids or {})  # charon's outbound policies: peer -> reqid
+
+    def reqids(self, local: IPv4Address, owned: Callable[[int], bool]) -> dict[IPv4Address, int]:
+        return {peer: reqid for peer, reqid in self.policies.items() if owned(reqid)}
 
     def flush(self, reqids: Callable[[int], bool]) -> int:
         probe = [IKE_REQID_BASE + 1, IKE_REQID_BASE + 2, 0xCE000007, 5]

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from fake_vici import FakeKernel, FakeVici
 from fake_vici import sa as _sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ce_runtime.ike.charon import CharonSettings
 from ce_runtime.ike.config import (
@@ -28,6 +30,9 @@ from ce_runtime.ike.config import (
     shared_secret,
 )
 from ce_runtime.ike.state import (
+    LIVE_CHILD,
+    LIVE_IKE,
+    ConnView,
     PeerTracker,
     Phase,
     RetryPolicy,
@@ -154,6 +159,81 @@ def test_tracker_up_rekey_down_backoff_alarm() -> None:
     assert t.failures == 0 and not t.alarmed and t.drain()[0].kind == "up"
 
 
+def test_a_rekey_in_flight_is_neither_down_nor_rekeyed_until_the_new_child_is_installed() -> None:
+    """What list-sas shows during make-before-break rekeys (the window a poll fell into in the VM)."""
+    t = PeerTracker(P, 7, True, RetryPolicy(), since=0.0)
+    name = conn_name(P)
+
+    def at(*sas: tuple[int, str, list[tuple[int, str, str]]]) -> ConnView:
+        return conn_view([{name: _sa(uid, state, True, children)} for uid, state, children in sas], name)
+
+    t.observe(at((1, "ESTABLISHED", [(1, "INSTALLED", "a")])), 1.0)
+    # CHILD_SA rekey: the old one REKEYING, the new one not installed yet; then both; then the new.
+    t.observe(at((1, "ESTABLISHED", [(1, "REKEYING", "a"), (2, "INSTALLING", "b")])), 2.0)
+    t.observe(at((1, "ESTABLISHED", [(1, "REKEYED", "a"), (2, "INSTALLED", "b")])), 3.0)
+    t.observe(at((1, "ESTABLISHED", [(2, "INSTALLED", "b")])), 4.0)
+    # IKE_SA rekey: the old IKE_SA REKEYING with the child, the new one connecting; then the
+    # child (same SPIs) under the new IKE_SA.
+    t.observe(at((1, "REKEYING", [(2, "INSTALLED", "b")]), (3, "CONNECTING", [])), 5.0)
+    t.observe(at((1, "REKEYED", []), (3, "ESTABLISHED", [(2, "INSTALLED", "b")])), 6.0)
+    t.observe(at((3, "ESTABLISHED", [(2, "INSTALLED", "b")])), 7.0)
+    events = t.drain()
+    assert [(e.kind, e.spis) for e in events] == [("up", ("in1", "a")), ("rekeyed", ("in2", "b"))]
+    assert events[1].at == 3.0
+    t.observe(at((3, "DELETING", [(2, "DELETING", "b")])), 8.0)
+    assert [e.kind for e in t.drain()] == ["down"]
+
+
+CHILD_STATES = ["CREATED", "INSTALLING", "INSTALLED", "UPDATING", "REKEYING", "REKEYED", "DELETING"]
+IKE_STATES = ["CONNECTING", "ESTABLISHED", "REKEYING", "REKEYED", "DELETING"]
+
+
+@st.composite
+def _views(draw: st.DrawFn) -> ConnView:
+    name = conn_name(P)
+    sas = draw(
+        st.lists(
+            st.tuples(
+                st.integers(1, 4),
+                st.sampled_from(IKE_STATES),
+                st.lists(st.tuples(st.integers(1, 6), st.sampled_from(CHILD_STATES)), max_size=3),
+            ),
+            max_size=3,
+        )
+    )
+    return conn_view(
+        [{name: _sa(u, state, True, [(c, cs, f"o{c}") for c, cs in children])} for u, state, children in sas],
+        name,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_views(), min_size=1, max_size=20))
+def test_tracker_reports_down_only_when_no_sa_carries_traffic(views: list[ConnView]) -> None:
+    """Down exactly when nothing live is left; rekeyed only with new SPIs; up and down alternate."""
+    t = PeerTracker(P, 7, True, RetryPolicy(), since=0.0)
+    live = False
+    spis: tuple[str, str] | None = None
+    for now, view in enumerate(views, start=1):
+        t.observe(view, float(now))
+        was, live = (
+            live,
+            any(c.state in LIVE_CHILD for s in view.ike_sas if s.state in LIVE_IKE for c in s.children),
+        )
+        kinds = [e.kind for e in t.drain()]
+        if live and not was:
+            assert kinds == ["up"]
+        elif was and not live:
+            assert kinds == ["down"]
+        elif live:
+            assert kinds in ([], ["rekeyed"])
+            assert (kinds == ["rekeyed"]) == (view.spis != spis)
+        else:
+            assert kinds == []
+        spis = view.spis if live else None
+        assert (t.phase == Phase.UP) == live
+
+
 def test_responder_reports_a_peer_that_never_establishes() -> None:
     t = PeerTracker(Q, 7, False, RetryPolicy(establish_timeout=10, min_interval=1), since=0.0)
     assert not t.should_initiate(100.0, conn_view([], conn_name(Q)))  # never initiates
@@ -254,6 +334,28 @@ def test_backend_start_flushes_only_our_range_and_adopts_when_attached() -> None
     adopting._pool.shutdown(wait=True)
     assert [c for c in vici.calls if c[0] == "initiate"] == [("initiate", "ce-192.0.2.3")]
     assert [e.kind for e in adopting.drain_events()] == ["up", "up"]
+
+
+def test_adopted_connections_keep_their_reqids_and_new_peers_take_none_of_them() -> None:
+    """After churn (peers added and removed) the reqids are not in address order; an adopting
+    runtime must not renumber: a reloaded connection with another reqid makes charon replace
+    the policies under the live CHILD_SA."""
+    r = IPv4Address("192.0.2.4")
+    vici = FakeVici()
+    vici.conns = [conn_name(P), conn_name(r)]
+    kernel = FakeKernel({P: IKE_REQID_BASE + 3, r: IKE_REQID_BASE + 1, Q: 0xCE000007})
+    backend = IkeBackend(vici, L, kernel=kernel, workers=1)
+    backend._adopt()
+    backend.set_peers(L, [IkePeer(P, 7, KEY), IkePeer(Q, 7, KEY), IkePeer(r, 7, KEY)])
+    backend._pool.shutdown(wait=True)
+    reqids = {peer: state["reqid"] for peer, state in backend.status().items()}
+    # P and r keep theirs; Q (new; its policy in the kernel is not charon's) takes the lowest free.
+    assert reqids == {str(P): IKE_REQID_BASE + 3, str(Q): IKE_REQID_BASE + 2, str(r): IKE_REQID_BASE + 1}
+    backend.set_peers(L, [IkePeer(Q, 7, KEY)])  # P and r leave: their reqids are free again
+    backend._pool = type(backend._pool)(max_workers=1)
+    backend.set_peers(L, [IkePeer(Q, 7, KEY), IkePeer(P, 7, KEY)])
+    backend._pool.shutdown(wait=True)
+    assert backend.status()[str(P)]["reqid"] == IKE_REQID_BASE + 1
 
 
 def test_backend_refuses_itself_as_peer() -> None:
