@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -680,9 +681,32 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
           f"{time.monotonic() - removed:.1f} s")  # fmt: skip
     t.nodes["ce2"].stop(20)
 
+    # CE1's runtime alone killed (SIGKILL), its charon left running: the restarted runtime adopts
+    # charon and its connections under the reqids they have (after CE2's removal they are no
+    # longer in address order, so numbering afresh would change them); no tunnel goes down.
+    pid_file = vpn.ces["ce1"].workdir / "runtime" / "ike" / "charon.pid"
+    pid = int(pid_file.read_text())
+    reqids = {p: t.ike("ce1", p).get("reqid") for p in ("ce3", "ce4")}
+    killed = time.time()
+    os.kill(t.nodes["ce1"].pid, signal.SIGKILL)
+    t.nodes["ce1"].popen.wait(10)
+    (vpn.ces["ce1"].workdir / "runtime" / "status.json").unlink()
+    t.start("ce1")
+    t.wait(lambda: t.meshed(rest, broken=WRONG_PAIR), 90, "CE1's tunnels up again, charon adopted")
+    t.wait(lambda: single(rest), 30, "no duplicate SAs after the adoption")
+    kept = {p: t.ike("ce1", p).get("reqid") for p in ("ce3", "ce4")}
+    downs = [e for n in rest for e in t.events(n, "TunnelDown", killed)]
+    same = int(pid_file.read_text()) == pid and kept == reqids
+    check("adopt", same and not downs and t.ping("ce1", "ce3", 2),
+          f"CE1's runtime alone killed (SIGKILL) and restarted: charon (pid {pid}) adopted, connections "
+          f"reloaded under their reqids ({', '.join(f'{p} {r:#x}' for p, r in sorted(kept.items()) if r)}; "
+          f"before: {', '.join(f'{p} {r:#x}' for p, r in sorted(reqids.items()) if r)}), "
+          f"{len(downs)} TunnelDown at CE1, CE3, CE4; LAN1 reaches LAN3")  # fmt: skip
+
     # CE1's runtime and its charon killed with SIGKILL, then restarted.
-    pid = int((vpn.ces["ce1"].workdir / "runtime" / "ike" / "charon.pid").read_text())
-    t.nodes["ce1"].kill()  # SIGKILL to its process group: the runtime and the charon it started
+    t.nodes["ce1"].kill()  # SIGKILL to its process group: the runtime (and a charon it started)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)  # the adopted charon is in the killed runtime's group, not this one
     t.wait(lambda: not _running(pid), 10, "CE1's charon gone")
     stale = t.sa_count("ce1", "ce3") + t.sa_count("ce1", "ce4")
     # The window between a new charon's flush of its predecessor's policies and the reload of
