@@ -9,6 +9,7 @@ costs a fraction of one. It is stopped and removed however the tests end.
 Local connections are trusted, except for the role :data:`PASSWORD_ROLE`, which must give
 its password (scram-sha-256): the tests of ``password_file`` use it. Without the binaries
 (Debian: ``postgresql-15``) the tests that need a cluster skip, and FAIL under ``CI=true``.
+:func:`running_cluster` serves benchmarks/server_perfdhcp.py ``--store postgresql`` too.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import random
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -29,7 +31,7 @@ import pytest
 from netns import missing
 from psycopg import sql
 
-__all__ = ["PASSWORD", "PASSWORD_ROLE", "Cluster", "postgres"]
+__all__ = ["PASSWORD", "PASSWORD_ROLE", "Cluster", "postgres", "running_cluster", "unavailable_reason"]
 
 PG_BIN = Path(os.environ.get("CEA_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PASSWORD_ROLE = "dhcp_pw"
@@ -69,18 +71,24 @@ def _as_owner(argv: list[str], owner: pwd.struct_passwd | None) -> list[str]:
     return argv if owner is None else ["runuser", "-u", owner.pw_name, "--", *argv]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Cluster]:
-    """A running cluster for the whole session; stopped and removed even when tests fail."""
-    initdb, pg_ctl = PG_BIN / "initdb", PG_BIN / "pg_ctl"
-    if not (initdb.exists() and pg_ctl.exists()):
-        missing(f"PostgreSQL server binaries are not in {PG_BIN} (Debian: postgresql-15)")
-    owner: pwd.struct_passwd | None = None
+def unavailable_reason() -> str | None:
+    """Why no cluster can be started here, or None."""
+    if not ((PG_BIN / "initdb").exists() and (PG_BIN / "pg_ctl").exists()):
+        return f"PostgreSQL server binaries are not in {PG_BIN} (Debian: postgresql-15)"
     if os.geteuid() == 0:
         try:
-            owner = pwd.getpwnam("postgres")
+            pwd.getpwnam("postgres")
         except KeyError:
-            missing("running as root and there is no postgres user to run PostgreSQL as")
+            return "running as root and there is no postgres user to run PostgreSQL as"
+    return None
+
+
+@contextmanager
+def running_cluster(settings: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+    """initdb + pg_ctl start in a new temporary directory (``settings``: extra ``-c`` options);
+    stopped and removed on exit, however the body ends. Raises RuntimeError if it cannot start."""
+    initdb, pg_ctl = PG_BIN / "initdb", PG_BIN / "pg_ctl"
+    owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
     directory = Path(tempfile.mkdtemp(prefix="cea-pg-"))
     cluster = Cluster(directory, random.randint(20000, 29999))
     data = directory / "data"
@@ -89,23 +97,30 @@ def postgres() -> Iterator[Cluster]:
         directory.chmod(0o755)  # clients of any user reach the socket
         if owner is not None:
             os.chown(directory, owner.pw_uid, owner.pw_gid)
-        subprocess.run(
-            _as_owner([str(initdb), "-D", str(data), "-U", "postgres", "--auth-local=trust"], owner),
-            check=True,
-            capture_output=True,
-        )
-        hba = data / "pg_hba.conf"
-        hba.write_text(_HBA)
-        options = (
-            f"-c listen_addresses='' -k {directory} -p {cluster.port} "
-            "-c shared_buffers=16MB -c max_connections=40 -c fsync=on -c synchronous_commit=on"
-        )
-        start = [str(pg_ctl), "start", "-w", "-t", "60", "-D", str(data), "-l", str(directory / "log")]
-        subprocess.run(
-            _as_owner([*start, "-o", options], owner),
-            check=True,
-            capture_output=True,
-        )
+        options = {
+            "listen_addresses": "''",
+            "unix_socket_directories": str(directory),
+            "port": str(cluster.port),
+            "shared_buffers": "16MB",
+            "max_connections": "40",
+            "fsync": "on",
+            "synchronous_commit": "on",
+            **(settings or {}),
+        }
+        try:
+            subprocess.run(
+                _as_owner([str(initdb), "-D", str(data), "-U", "postgres", "--auth-local=trust"], owner),
+                check=True,
+                capture_output=True,
+            )
+            (data / "pg_hba.conf").write_text(_HBA)
+            start = [str(pg_ctl), "start", "-w", "-t", "60", "-D", str(data), "-l", str(directory / "log")]
+            flags = " ".join(f"-c {k}={v}" for k, v in options.items())
+            subprocess.run(_as_owner([*start, "-o", flags], owner), check=True, capture_output=True)
+        except subprocess.CalledProcessError as e:
+            raise RuntimeError(
+                f"the PostgreSQL cluster did not start: {e.stderr!r}\n{cluster.log()[-2000:]}"
+            ) from e
         started = True
         with cluster.admin() as conn:
             conn.execute(
@@ -114,8 +129,6 @@ def postgres() -> Iterator[Cluster]:
                 )
             )
         yield cluster
-    except subprocess.CalledProcessError as e:
-        pytest.fail(f"the test cluster did not start: {e.stderr!r}\n{cluster.log()[-2000:]}")
     finally:
         if started:
             subprocess.run(
@@ -124,3 +137,13 @@ def postgres() -> Iterator[Cluster]:
                 capture_output=True,
             )
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A running cluster for the whole session; stopped and removed even when tests fail."""
+    reason = unavailable_reason()
+    if reason is not None:
+        missing(reason)
+    with running_cluster() as cluster:
+        yield cluster

@@ -2,7 +2,7 @@
 
 The server runs in-process (an asyncio loop in a thread that entered the server's
 namespace); the test's client sockets live in the client's namespace. Stores are real
-(MemoryStore, SqliteStore); ``GatedStore`` is a MemoryStore whose commit can be held, to
+(MemoryStore, SqliteStore, PostgresStore); ``GatedStore`` is a MemoryStore whose commit can be held, to
 observe that an ACK never leaves before its commit returns.
 """
 
@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+import psycopg
 import pytest
+from pg_cluster import Cluster
 
 sys.path.append(str(Path(__file__).resolve().parent.parent / "netns"))  # the harness
 from netns import Lab, LoopThread, Namespace, wait_for
@@ -36,6 +38,7 @@ from dhcp_server.driver import DriverConfig, ServerDriver  # noqa: E402
 from dhcp_server.engine import ServerEngine  # noqa: E402
 from dhcp_server.model import AuthPolicy, PoolRange, ServerConfig, SubnetConfig  # noqa: E402
 from dhcp_server.netutil import NeighbourError  # noqa: E402
+from dhcp_server.postgres_store import PostgresStore  # noqa: E402
 from dhcp_server.sqlite_store import SqliteStore  # noqa: E402
 from dhcp_server.store import MemoryStore, Store  # noqa: E402
 from options import BOOTREQUEST, DhcpMessage, MessageType, Options, decode_message, encode_message  # noqa: E402
@@ -373,6 +376,37 @@ def test_sqlite_lease_survives_restart(lab: Lab, tmp_path: Path, in_thread: bool
         assert lease.chaddr[:6] == mac
     finally:
         reopened.close()
+
+
+def test_a_commit_that_loses_its_postgresql_connection_withholds_the_ack(lab: Lab, postgres: Cluster) -> None:
+    """The contract with a real database: the store's backend is killed, the REQUEST's commit
+    raises, no ACK leaves; the retransmitted REQUEST reconnects the store and is ACKed."""
+    dbname = postgres.create_database()
+    store = PostgresStore(postgres.dsn(dbname))
+    bench = start_bench(lab, store)
+    try:
+        sock = bench.client_socket()
+        mac = bytes.fromhex("02aabbcc0077")
+        sock.sendto(message(MessageType.DHCPDISCOVER, mac, 70), ("255.255.255.255", 67))
+        offer, _ = receive(sock)
+        assert store._conn is not None
+        with postgres.admin() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (store._conn.info.backend_pid,))
+        request = message(MessageType.DHCPREQUEST, mac, 71, requested=offer.yiaddr, server_id=SERVER)
+        sock.sendto(request, ("255.255.255.255", 67))
+        with pytest.raises(TimeoutError):
+            receive(sock, timeout=1.0)
+        assert bench.driver.counters["commit_failed"] == 1
+        assert bench.driver.counters["replies_withheld"] == 1
+        sock.sendto(request, ("255.255.255.255", 67))  # the client retransmits
+        ack, _ = receive(sock)
+        assert (ack.message_type, ack.yiaddr) == (MessageType.DHCPACK, offer.yiaddr)
+    finally:
+        bench.thread.call(bench.driver.stop())
+        bench.thread.close()
+        store.close()
+    with psycopg.connect(postgres.dsn(dbname)) as conn:
+        assert conn.execute("SELECT address, state FROM leases").fetchall() == [(offer.yiaddr, "bound")]
 
 
 def test_cli_check_reads_the_example_configuration(tmp_path: Path) -> None:
