@@ -15,6 +15,12 @@ the highest achieved exchange rate with drops under 1% (perfdhcp's "Rate:" line)
 peak achieved rate at any drop ratio is printed too (capacity under overload). perfdhcp cannot
 authenticate, so auth "optional" measures the policy check path, not HMACs.
 
+``--store postgresql``: the same perfdhcp runs with four contenders, ours on SQLite against
+Kea memfile and ours on the PostgreSQL store against Kea's PostgreSQL lease backend (schema
+from kea-admin's dhcpdb_create.pgsql), both on one throwaway PostgreSQL 15 cluster
+(tests/server/pg_cluster.py: unix socket, fsync and synchronous_commit on, 128 MB shared
+buffers), a fresh database for every run. Both are durable per ACK; ours groups the commits.
+
 With authentication on, ``benchmarks/auth_load.py`` (the same relay-mode exchange at a fixed
 offered rate, signing every REQUEST and checking the MAC of every reply) drives our server,
 whose store holds one CE with its own key per simulated client; the same generator without
@@ -30,6 +36,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -40,8 +47,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / "tests" / "netns"))
 sys.path.append(str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "tests" / "server"))
 from auth_load import prepare_ces  # noqa: E402
 from netns import Lab, Namespace, Process, wait_for  # noqa: E402
+from pg_cluster import Cluster, running_cluster, unavailable_reason  # noqa: E402
 
 SERVE = ROOT / "tests" / "server" / "interop" / "serve.py"
 AUTH_LOAD = ROOT / "benchmarks" / "auth_load.py"
@@ -85,17 +94,27 @@ def kea_config(workdir: Path) -> dict[str, object]:
 
 
 def start_ours(
-    srv: Namespace, workdir: Path, auth: str, ces: Path | None = None, *, quarantine: bool = False
+    srv: Namespace,
+    workdir: Path,
+    auth: str,
+    ces: Path | None = None,
+    *,
+    quarantine: bool = False,
+    cluster: Cluster | None = None,
 ) -> Process:
-    """Our server on a fresh store (a copy of ``ces`` if given). perfdhcp resends the same
-    client's messages in bursts, so quarantine is off for it; auth_load runs with it on."""
+    """Our server on a fresh store (a copy of ``ces`` if given; a new database of ``cluster``
+    if given). perfdhcp resends the same client's messages in bursts, so quarantine is off
+    for it; auth_load runs with it on."""
     store = workdir / f"ours-{auth}.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{store}{suffix}").unlink(missing_ok=True)
     if ces is not None:
         shutil.copyfile(ces, store)
+    where = (
+        ["--store", str(store)] if cluster is None else ["--pg-dsn", cluster.dsn(cluster.create_database())]
+    )
     server = srv.start(
-        "taskset", "-c", "1", sys.executable, str(SERVE), "--store", str(store),
+        "taskset", "-c", "1", sys.executable, str(SERVE), *where,
         "--network", "10.77.0.0/16", "--pool", POOL, "--server-id", SERVER,
         "--auth", auth, *([] if quarantine else ["--no-quarantine"]),
         name=f"ours-{auth}",
@@ -106,10 +125,34 @@ def start_ours(
     return server
 
 
-def start_kea(srv: Namespace, workdir: Path) -> Process:
+KEA_PGSQL_SCHEMA = Path("/usr/share/kea/scripts/pgsql/dhcpdb_create.pgsql")
+
+
+def kea_postgresql(cluster: Cluster) -> dict[str, object]:
+    """A new database with Kea's schema, as Kea's ``lease-database``."""
+    name = cluster.create_database()
+    psql = shutil.which("psql") or "/usr/bin/psql"
+    subprocess.run(
+        [psql, "-q", "-v", "ON_ERROR_STOP=1", "-f", str(KEA_PGSQL_SCHEMA), cluster.dsn(name)],
+        check=True,
+        capture_output=True,
+    )
+    return {
+        "type": "postgresql",
+        "name": name,
+        "host": str(cluster.directory),
+        "port": cluster.port,
+        "user": "postgres",
+    }
+
+
+def start_kea(srv: Namespace, workdir: Path, cluster: Cluster | None = None) -> Process:
     (workdir / "kea-leases4.csv").unlink(missing_ok=True)
     conf = workdir / "kea-dhcp4.json"
-    conf.write_text(json.dumps(kea_config(workdir)))
+    config = kea_config(workdir)
+    if cluster is not None:
+        config["Dhcp4"]["lease-database"] = kea_postgresql(cluster)  # type: ignore[index]
+    conf.write_text(json.dumps(config))
     env = {**os.environ, "KEA_LOCKFILE_DIR": str(workdir), "KEA_PIDFILE_DIR": str(workdir)}
     kea = shutil.which("kea-dhcp4") or "/usr/sbin/kea-dhcp4"
     server = srv.start("taskset", "-c", "1", kea, "-c", str(conf), name="kea", env=env)
@@ -213,9 +256,21 @@ def main() -> int:
     parser.add_argument(
         "--generators", default="perfdhcp,auth_load", help="perfdhcp, auth_load or both (comma-separated)"
     )
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: perfdhcp only, ours and Kea on SQLite/memfile and on PostgreSQL",
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     generators = set(args.generators.split(","))
+    if args.store == "postgresql":
+        reason = unavailable_reason()
+        if reason is not None:
+            parser.error(reason)
+        with running_cluster({"shared_buffers": "128MB", "max_connections": "40"}) as cluster:
+            return run_postgresql(cluster, rates, args.seconds)
     with tempfile.TemporaryDirectory(prefix="cea-bench-") as tmp:
         workdir = Path(tmp)
         lab = Lab(workdir)
@@ -266,6 +321,40 @@ def main() -> int:
                     Contender(kea, lambda: start_kea(srv, workdir), unsigned, kea),
                 ]
             results = measure_interleaved(contenders, gen, rates, args.seconds)
+        finally:
+            lab.close()
+    table(contenders, results)
+    return 0
+
+
+def run_postgresql(cluster: Cluster, rates: list[int], seconds: int) -> int:
+    """perfdhcp against ours and Kea, each on its file store and on PostgreSQL."""
+    with tempfile.TemporaryDirectory(prefix="cea-bench-") as tmp:
+        workdir = Path(tmp)
+        lab = Lab(workdir)
+        try:
+            srv, gen = lab.namespace("srv"), lab.namespace("gen")
+            lab.link(srv, gen, a_address=f"{SERVER}/16", b_address=f"{GENERATOR}/16")
+            lab.neighbour(srv, GENERATOR, lab.mac(gen))
+            lab.neighbour(gen, SERVER, lab.mac(srv))
+            memfile, kea_pg = "Kea memfile 1 thread (perfdhcp)", "Kea PostgreSQL 1 thread (perfdhcp)"
+            contenders = [
+                Contender(
+                    "ours, SQLite, auth off (perfdhcp)",
+                    lambda: start_ours(srv, workdir, "off"),
+                    perfdhcp,
+                    memfile,
+                ),
+                Contender(memfile, lambda: start_kea(srv, workdir), perfdhcp, memfile),
+                Contender(
+                    "ours, PostgreSQL, auth off (perfdhcp)",
+                    lambda: start_ours(srv, workdir, "off", cluster=cluster),
+                    perfdhcp,
+                    kea_pg,
+                ),
+                Contender(kea_pg, lambda: start_kea(srv, workdir, cluster), perfdhcp, kea_pg),
+            ]
+            results = measure_interleaved(contenders, gen, rates, seconds)
         finally:
             lab.close()
     table(contenders, results)
