@@ -272,7 +272,7 @@ class PostgresStore:
         row = conn.execute(
             "SELECT a.pid, a.application_name, a.client_addr FROM pg_locks l "
             "LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            "AND l.classid = %s AND l.objid = %s AND l.granted",
+            "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.granted",
             (LOCK_CLASS, schema_oid),
         ).fetchone()
         if row is None:
