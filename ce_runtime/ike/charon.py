@@ -29,7 +29,8 @@ __all__ = ["CERT_PLUGINS", "PSK_PLUGINS", "Charon", "CharonError", "CharonSettin
 
 # The minimal set for PSK (measured); certificates add X.509 parsing and key formats.
 PSK_PLUGINS: Final = ("nonce", "openssl", "kdf", "kernel-netlink", "socket-default", "vici")
-CERT_PLUGINS: Final = ("x509", "pubkey", "pkcs1", "pkcs8", "pem", "constraints")
+# "revocation": CRLs loaded over VICI checked at authentication (ce_runtime.ike.revocation).
+CERT_PLUGINS: Final = ("x509", "pubkey", "pkcs1", "pkcs8", "pem", "constraints", "revocation")
 BINARIES: Final = ("/usr/sbin/charon-systemd", "/usr/lib/ipsec/charon-systemd")
 
 

@@ -38,6 +38,7 @@ import vici  # strongSwan's own binding (PyPI "vici")
 from ce_runtime.ike.config import (
     CHILD,
     IKE_REQID_BASE,
+    CertAuth,
     IkePeer,
     IkeTimers,
     PskAuth,
@@ -84,6 +85,8 @@ class Vici(Protocol):
     def load_shared(self, message: Mapping[str, object]) -> None: ...
     def unload_shared(self, ident: str) -> None: ...
     def load_key(self, key_type: str, der: bytes) -> None: ...
+    def load_cert(self, message: Mapping[str, object]) -> None: ...
+    def flush_certs(self, kind: str) -> None: ...
     def list_sas(self) -> list[Mapping[str, object]]: ...
     def list_conns(self) -> list[str]: ...
     def initiate(self, name: str, timeout_ms: int) -> InitiateResult: ...
@@ -151,6 +154,14 @@ class ViciClient:
     def load_key(self, key_type: str, der: bytes) -> None:
         with self._lock:
             self._control.load_key({"type": key_type, "data": der})
+
+    def load_cert(self, message: Mapping[str, object]) -> None:
+        with self._lock:
+            self._control.load_cert(dict(message))
+
+    def flush_certs(self, kind: str) -> None:
+        with self._lock:
+            self._control.flush_certs({"type": kind})
 
     def list_sas(self) -> list[Mapping[str, object]]:
         with self._lock:
@@ -338,6 +349,27 @@ class IkeBackend:
     def load_credentials(self, key_type: str, key_der: bytes) -> None:
         """Certificate mode: this CE's private key (DER; ``key_type`` "ecdsa" or "rsa"), held by charon."""
         self.client.load_key(key_type, key_der)
+
+    def load_crl(self, der: bytes) -> None:
+        """A CRL (DER) for charon's revocation checks; a newer one of the same CA supersedes it.
+
+        The credential manager keeps the CRLs it has used in a cache that it consults first, so
+        the superseded one would still answer (seen in the VM: "using cached crl ... status is
+        good" after the new CRL had replaced it in the VICI set): the CRL cache is flushed.
+        """
+        self.client.load_cert({"type": "x509crl", "flag": "none", "data": der})
+        self.client.flush_certs("x509crl")
+
+    def reauthenticate_certificates(self) -> list[IPv4Address]:
+        """Terminate the IKE_SAs of certificate-authenticated peers: their re-establishment (the
+        designated initiator's retry, or traffic hitting the trap) checks the peer's certificate
+        against the CRLs charon holds now. The peers affected."""
+        with self._lock:
+            peers = sorted(a for a, x in self._loaded.items() if isinstance(x.peer.auth, CertAuth))
+        for address in peers:
+            with contextlib.suppress(Exception):  # nothing established: nothing to terminate
+                self.client.terminate({"ike": conn_name(address), "timeout": "3000", "force": "yes"})
+        return peers
 
     def _reqid(self, address: IPv4Address) -> int:
         """The adopted connection's own reqid, else the lowest one nobody has or keeps."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from ce_runtime.ike.config import CertAuth, IkePeer, IkeTimers, PskAuth
+from ce_runtime.ike.revocation import CrlError, CrlWatch, parse_crl, read_files
 from ce_runtime.ike.state import Phase, RetryPolicy, TunnelEvent
 from ce_runtime.ike.vici_backend import IkeBackend, KernelRepair, Vici
 from ce_runtime.model import DelLink, Ownership
@@ -53,7 +54,7 @@ log = logging.getLogger("ce_runtime.ike")
 
 #: Keys of a ``[[vpn]]`` entry that belong to IKE keying.
 VPN_IKE_FIELDS: Final = frozenset(
-    {"keying", "psk_file", "pairs", "cert_file", "key_file", "ca_file", "key_type"}
+    {"keying", "psk_file", "pairs", "cert_file", "key_file", "ca_file", "key_type", "crl_file"}
 )
 #: Keys of the ``[ike]`` section.
 IKE_FIELDS: Final = frozenset(
@@ -114,6 +115,7 @@ class IkeVpnAuth:
     pairs: Mapping[IPv4Address, PskAuth] = field(default_factory=dict)
     cert: CertAuth | None = None
     key: tuple[str, bytes] | None = field(default=None, repr=False)
+    crl_file: Path | None = None  # certificate mode: revoked peers (ce_runtime.ike.revocation)
 
     def auth_for(self, peer: IPv4Address) -> PskAuth | CertAuth | None:
         """None: no key for this peer (a VPN with per-pair keys only): it gets no tunnel."""
@@ -136,8 +138,9 @@ def vpn_auth(entry: Mapping[str, Any], where: str, rel: Callable[[object], Path]
         key_type = str(entry.get("key_type", "ecdsa"))
         if key_type not in KEY_TYPES:
             raise IkeSettingsError(f"{where}.key_type: {key_type!r} is not one of {', '.join(KEY_TYPES)}")
-    elif "key_type" in entry:
-        raise IkeSettingsError(f"{where}.key_type: only with certificates (cert_file, key_file, ca_file)")
+    elif "key_type" in entry or "crl_file" in entry:
+        which = "key_type" if "key_type" in entry else "crl_file"
+        raise IkeSettingsError(f"{where}.{which}: only with certificates (cert_file, key_file, ca_file)")
     if not isinstance(pairs, list):
         raise IkeSettingsError(f"{where}.pairs: a list of {{ peer = ADDRESS, psk_file = PATH }}")
     by_peer: dict[IPv4Address, PskAuth] = {}
@@ -160,7 +163,14 @@ def vpn_auth(entry: Mapping[str, Any], where: str, rel: Callable[[object], Path]
             _public_file(rel(entry["ca_file"]), f"{where}.ca_file"),
         )
         key = read_private_file(rel(entry["key_file"]), f"{where}.key_file")
-        return IkeVpnAuth(pairs=by_peer, cert=cert, key=(key_type, key))
+        crl_file = None
+        if "crl_file" in entry:
+            crl_file = rel(entry["crl_file"])
+            try:  # read again at every round; checked here so that a typo stops the start
+                parse_crl(_public_file(crl_file, f"{where}.crl_file"), f"{where}.crl_file {crl_file}")
+            except CrlError as exc:
+                raise IkeSettingsError(str(exc)) from None
+        return IkeVpnAuth(pairs=by_peer, cert=cert, key=(key_type, key), crl_file=crl_file)
     psk = None if psk_file is None else _psk(rel(psk_file), f"{where}.psk_file")
     return IkeVpnAuth(psk=psk, pairs=by_peer)
 
@@ -256,6 +266,8 @@ class IkeKeying:
         self._pending: list[TunnelEvent] = []  # synthesised (a lost charon's tunnels went down)
         self._pending_lock = threading.Lock()  # written on the worker thread, drained by the loop
         self._warned: set[IPv4Address] = set()
+        self._crls = CrlWatch(tuple(sorted({a.crl_file for a in self.auths.values() if a.crl_file})))
+        self._crl_errors: tuple[str, ...] = ()
 
     # -- what the runtime asks -------------------------------------------------------------------
 
@@ -287,6 +299,8 @@ class IkeKeying:
             except Exception as exc:  # no charon, no IKE tunnels (never unprotected ones); retried
                 self.counters["charon_failures"] = self.counters.get("charon_failures", 0) + 1
                 log.error("ike: cannot start or reach charon: %s", exc)
+        if self.backend is not None:
+            self._refresh_crls(self.backend)
         usable: set[IPv4Address] = set()
         if self.backend is not None and self.backend.local == config.local:
             # Peers that left (and connections an earlier instance left) go after their links.
@@ -373,10 +387,30 @@ class IkeKeying:
         )  # fmt: skip
         for key_type, der in {auth.key for auth in self.auths.values() if auth.key is not None}:
             backend.load_credentials(key_type, der)
+        self._crls.reset()
+        self._refresh_crls(backend)  # before any connection: no peer authenticated without them
         # A charon we just started holds no SA: whatever the kernel has in our reqid range is a
         # killed instance's and goes, right before the connections are loaded again.
         backend.start(flush_stale=fresh, threads=self.threads)
         self.backend = backend
+
+    def _refresh_crls(self, backend: IkeBackend) -> None:
+        """Load changed CRL files; if one revokes more than before, re-authenticate the
+        certificate peers (charon checks revocation only when a peer authenticates)."""
+        if not self._crls.paths:
+            return
+        update = self._crls.check(read_files(self._crls.paths))
+        if update.errors != self._crl_errors:  # logged when they change, not every round
+            for error in update.errors:
+                log.error("ike: %s (the CRL loaded before stays in force)", error)
+            self._crl_errors = update.errors
+        for der in update.load:
+            backend.load_crl(der)
+            self.counters["crl_loads"] = self.counters.get("crl_loads", 0) + 1
+        if update.reauthenticate:
+            peers = backend.reauthenticate_certificates()
+            self.counters["crl_reauthentications"] = self.counters.get("crl_reauthentications", 0) + 1
+            log.warning("ike: a CRL revokes more certificates: re-authenticating %d peers", len(peers))
 
     def _drop_backend(self) -> None:
         backend, self.backend = self.backend, None

@@ -60,6 +60,14 @@ class FakeVici:
     def load_key(self, key_type: str, der: bytes) -> None:
         self.calls.append(("load_key", key_type))
 
+    def load_cert(self, message: Mapping[str, object]) -> None:
+        self.calls.append(("load_cert", message["type"]))
+        if self.journal is not None:
+            self.journal.append(f"load_cert {message['type']}")
+
+    def flush_certs(self, kind: str) -> None:
+        self.calls.append(("flush_certs", kind))
+
     def list_sas(self) -> list[Mapping[str, object]]:
         return list(self.sas)
 

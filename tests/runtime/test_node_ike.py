@@ -16,7 +16,7 @@ from test_node import Clock, FakeHello, Hooks, ModelKernel
 
 from ce_runtime.ike.config import IKE_PRIORITY, CertAuth, PskAuth, conn_name
 from ce_runtime.ike.state import RetryPolicy
-from ce_runtime.ike.wiring import IkeKeying, IkeSettings, IkeVpnAuth
+from ce_runtime.ike.wiring import IkeKeying, IkeSettings, IkeSettingsError, IkeVpnAuth, vpn_auth
 from ce_runtime.keying import EpochFile, StaticKeying
 from ce_runtime.model import ALIAS_PREFIX, KernelState, LinkSpec, Op, Ownership
 from ce_runtime.node import NodeError, NodeSettings, TunnelNode, VpnSettings, load_node_settings
@@ -334,6 +334,9 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
     _files(tmp_path, **{"s.key": "00" * 32, "v.psk": "a" * 64, "q.psk": "b" * 64, "k.der": "KEY"})
     (tmp_path / "c.der").write_bytes(b"CERT")
     (tmp_path / "ca.der").write_bytes(b"CA")
+    from test_revocation import make_crl  # noqa: PLC0415
+
+    (tmp_path / "ca.crl").write_bytes(make_crl({3}))
     config = tmp_path / "runtime.toml"
     config.write_text(
         '[ike]\ndpd_delay = 5\non_exit = "stop"\n'
@@ -341,7 +344,7 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
         '[[vpn]]\nid = 200\nkeying = "ike"\npsk_file = "v.psk"\n'
         'pairs = [{ peer = "10.66.0.102", psk_file = "q.psk" }]\n'
         '[[vpn]]\nid = 300\nkeying = "ike"\ncert_file = "c.der"\nkey_file = "k.der"\nca_file = "ca.der"\n'
-        'pairs = [{ peer = "10.66.0.101", psk_file = "q.psk" }]\n'
+        'crl_file = "ca.crl"\npairs = [{ peer = "10.66.0.101", psk_file = "q.psk" }]\n'
     )
     settings = load_node_settings(config)
     assert settings.vpns[100].keying == "static" and settings.vpns[200].keying == "ike"
@@ -351,7 +354,7 @@ def test_settings_ike_vpns_with_psk_pairs_and_certificates(tmp_path: Path) -> No
     assert auth is not None
     assert auth.auth_for(Q) == PskAuth(b"b" * 64) and auth.auth_for(R) == PskAuth(b"a" * 64)
     cert = settings.vpns[300].ike
-    assert cert is not None and cert.key == ("ecdsa", b"KEY")
+    assert cert is not None and cert.key == ("ecdsa", b"KEY") and cert.crl_file == tmp_path / "ca.crl"
     assert isinstance(cert.auth_for(R), CertAuth) and cert.auth_for(P) == PskAuth(b"b" * 64)  # a pair's PSK
     assert "aaaa" not in repr(settings) and "KEY" not in repr(settings)
     state = NodeSettings(tmp_path, settings.vpns)
@@ -440,3 +443,68 @@ def test_json_config_of_python_m_ce_runtime_with_an_ike_vpn(tmp_path: Path) -> N
     os.chmod(tmp_path / "v.psk", 0o640)
     with pytest.raises(SystemExit, match=r"ce.json: vpns\[1\] \(vpn_id 200\)\.psk_file .*chmod 600"):
         load_ike(config, tmp_path / "state")
+
+
+def test_a_crl_that_revokes_more_re_authenticates_the_certificate_peers(tmp_path: Path) -> None:
+    """CRLs go to charon before any connection and again when the file changes; only a CRL that
+    revokes something new terminates the certificate peers' IKE_SAs (charon checks revocation
+    at authentication only); a PSK peer of the same VPN is left alone; a broken file changes
+    nothing."""
+    from test_revocation import make_crl  # noqa: PLC0415 - tests/ike is on the path
+
+    crl = tmp_path / "vpn.crl"
+    crl.write_bytes(make_crl({5}, 1))
+    auth = IkeVpnAuth(pairs={R: KEY}, cert=CertAuth(b"cert", b"ca"), key=("ecdsa", b"key"), crl_file=crl)
+    vici = FakeVici([])
+    ike = IkeKeying(
+        IkeSettings(run_dir=tmp_path / "ike"), {200: auth}, RetryPolicy(),
+        charon=FakeCharon(tmp_path / "ike" / "charon.vici"), connect=lambda _: vici, kernel=FakeKernel(),
+        threads=False, backend_options={"workers": 1},
+    )  # fmt: skip
+    config = RuntimeConfig(L, (VpnConfig(200, frozenset({Q, R}), ike=True),))
+
+    def calls(kind: str) -> list[object]:
+        return [c[1] for c in vici.calls if c[0] == kind]
+
+    ike.before(config)
+    assert vici.journal is not None and vici.journal[0] == "load_cert x509crl"  # before any connection
+    ike.before(config)
+    assert calls("load_cert") == ["x509crl"] and calls("terminate") == []  # unchanged: nothing
+    crl.write_bytes(make_crl({5}, 2) + b"")  # re-issued, nothing new revoked
+    os.utime(crl, ns=(1, 1))
+    ike.before(config)
+    assert len(calls("load_cert")) == 2 and calls("terminate") == []
+    crl.write_bytes(b"not a CRL")
+    ike.before(config)
+    assert len(calls("load_cert")) == 2 and calls("terminate") == []
+    crl.write_bytes(make_crl({5, 6}, 3))
+    ike.before(config)
+    assert len(calls("load_cert")) == 3
+    assert calls("terminate") == [{"ike": conn_name(Q), "timeout": "3000", "force": "yes"}]  # not R (PSK)
+    assert calls("flush_certs") == ["x509crl"] * 3  # charon's cache would answer with the old CRL
+    assert ike.counters["crl_reauthentications"] == 1
+    ike.close(stop=True)
+
+
+def test_crl_file_is_for_certificate_mode_and_must_be_a_crl(tmp_path: Path) -> None:
+    from test_revocation import make_crl  # noqa: PLC0415
+
+    for name in ("c.der", "ca.der"):
+        (tmp_path / name).write_bytes(b"x")
+    key = tmp_path / "k.der"
+    key.write_bytes(b"k")
+    os.chmod(key, 0o600)
+    psk = tmp_path / "p.psk"
+    psk.write_text("a pre-shared key of 32 octets...")
+    os.chmod(psk, 0o600)
+    rel = lambda p: tmp_path / str(p)  # noqa: E731
+    with pytest.raises(IkeSettingsError, match=r"vpn\.crl_file: only with certificates"):
+        vpn_auth({"psk_file": "p.psk", "crl_file": "v.crl"}, "vpn", rel)
+    certs = {"cert_file": "c.der", "key_file": "k.der", "ca_file": "ca.der", "crl_file": "v.crl"}
+    with pytest.raises(IkeSettingsError, match=r"vpn\.crl_file .*v\.crl: No such file"):
+        vpn_auth(certs, "vpn", rel)
+    (tmp_path / "v.crl").write_bytes(b"junk")
+    with pytest.raises(IkeSettingsError, match=r"not an X\.509 CRL"):
+        vpn_auth(certs, "vpn", rel)
+    (tmp_path / "v.crl").write_bytes(make_crl(set(), pem=True))
+    assert vpn_auth(certs, "vpn", rel).crl_file == tmp_path / "v.crl"
