@@ -94,9 +94,48 @@ def _private_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
+def _crl(ca_key: Any, issuer: Any, serials: list[int], number: int) -> bytes:
+    """A CRL (DER) of the demo CA revoking ``serials``."""
+    import datetime  # noqa: PLC0415 - the IKE scenario only
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(issuer)
+        .last_update(now - datetime.timedelta(minutes=5))
+        .next_update(now + datetime.timedelta(days=1))
+        .add_extension(x509.CRLNumber(number), critical=False)
+        # charon finds a CA's CRLs by the CA's key identifier (RFC 5280 makes it mandatory in a CRL).
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    for serial in serials:
+        entry = x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+        builder = builder.add_revoked_certificate(entry)
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def revoke(workdir: Path, ce: str) -> None:
+    """The demo CA revokes CE ``ce``'s certificate: ``ca.crl`` replaced (atomically) by a CRL listing it."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    ca = x509.load_der_x509_certificate((workdir / "ca.der").read_bytes())
+    key = serialization.load_der_private_key((workdir / "ca.key").read_bytes(), None)
+    serial = x509.load_der_x509_certificate((workdir / f"{ce}.der").read_bytes()).serial_number
+    staged = workdir / "ca.crl.new"
+    staged.write_bytes(_crl(key, ca.subject, [serial], 2))
+    staged.rename(workdir / "ca.crl")
+
+
 def make_pki(ces: dict[str, IPv4Address]) -> dict[str, bytes]:
-    """A throw-away CA (``ca.der``) and, per CE, ``NAME.der`` (its certificate, the CE address as
-    IP subjectAltName: charon's identity) and ``NAME.key`` (its EC private key): all DER."""
+    """A throw-away CA (``ca.der``, its key ``ca.key``, an empty CRL ``ca.crl``) and, per CE,
+    ``NAME.der`` (its certificate, the CE address as IP subjectAltName: charon's identity) and
+    ``NAME.key`` (its EC private key): all DER."""
     import datetime  # noqa: PLC0415 - the IKE scenario only
 
     from cryptography import x509  # noqa: PLC0415
@@ -120,12 +159,21 @@ def make_pki(ces: dict[str, IPv4Address]) -> dict[str, bytes]:
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = {"ca.der": ca.public_bytes(serialization.Encoding.DER)}
+    files = {
+        "ca.der": ca.public_bytes(serialization.Encoding.DER),
+        "ca.key": ca_key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        ),
+        "ca.crl": _crl(ca_key, ca_name, [], 1),
+    }
     for ce, address in ces.items():
         key = ec.generate_private_key(ec.SECP256R1())
         cert = (
@@ -137,6 +185,9 @@ def make_pki(ces: dict[str, IPv4Address]) -> dict[str, bytes]:
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(address)]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
             .sign(ca_key, hashes.SHA256())
         )
         files[f"{ce}.der"] = cert.public_bytes(serialization.Encoding.DER)
@@ -258,7 +309,7 @@ class TunnelLab:
             )
             return (
                 f'keying = "ike"\ncert_file = "../{name}.der"\nkey_file = "../{name}.key"\n'
-                f'ca_file = "../ca.der"\npairs = [{pairs}]'
+                f'ca_file = "../ca.der"\ncrl_file = "../ca.crl"\npairs = [{pairs}]'
             )
         lines = f'keying = "ike"\npsk_file = "{psk}"'
         if name == WRONG_PAIR[0]:
@@ -765,6 +816,54 @@ def run_ike_scenario(lab: Lab, say: Say, check: Callable[[str, bool, str], None]
     check("nokeys", not found and set(modes) == {(0o700, 0o600)},
           f"the pre-shared key appears in none of charon's files, status files, logs ({found or 'none'}); "
           f"charon's directories 0700, strongswan.conf 0600")  # fmt: skip
+
+    # Revocation: the CA revokes CE3's certificate; the new CRL reaches CE1 and CE3 (the file
+    # their crl_file names). At its next round CE1 loads it, terminates its certificate peers'
+    # IKE_SAs (charon checks revocation only when a peer authenticates), and the re-established
+    # CE1-CE3 fails: down for good. CE1-CE4 (pre-shared key) is left alone.
+    revoked = time.time()
+    revoke(lab.workdir, "ce3")
+
+    def from_ce1(kind: str, peer: str) -> list[dict[str, Any]]:
+        return [e for e in t.events("ce1", kind, revoked) if e.get("peer") == str(ADDRESSES[peer])]
+
+    def after(kind: str, peer: str, since: float) -> list[dict[str, Any]]:
+        return [e for e in from_ce1(kind, peer) if e.get("time", 0) > since]
+
+    # Whichever of CE1 and CE3 runs its round first terminates the pair's IKE_SA; CE3's own
+    # check of CE1 passes (CE1's certificate is good), so the pair may come up once more, until
+    # CE1 has the new CRL: from CE1's drop after its refresh on, every attempt is refused.
+    def refused_since_last_drop() -> list[dict[str, Any]]:
+        drops = [e["time"] for e in from_ce1("TunnelDown", "ce3")]
+        if not drops or after("TunnelUp", "ce3", max(drops)):
+            return []
+        return after("TunnelFailed", "ce3", max(drops))
+
+    try:
+
+        def twice() -> list[dict[str, Any]] | None:
+            failed = refused_since_last_drop()
+            return failed if len(failed) >= 2 else None
+
+        failures = t.wait(twice, 60, "CE1's re-authentications of CE3 refused (twice: the retry too)")
+    finally:  # what charon made of the CRL, to read when this fails
+        log = (vpn.ces["ce1"].workdir / "runtime" / "ike" / "charon.log").read_text(errors="replace")
+        lines = [x for x in log.splitlines() if re.search(r"certificate status|revoked|crl #", x, re.I)]
+        say("CE1's charon on revocation: " + " | ".join(lines[-4:]))
+    last_drop = max(e["time"] for e in from_ce1("TunnelDown", "ce3"))
+    reached = t.ping("ce1", "ce3", 2)
+    ups = after("TunnelUp", "ce3", last_drop)
+    ce4_downs = from_ce1("TunnelDown", "ce4")
+    ce4_ok = t.ping("ce1", "ce4", 2)
+    outcome = "REACHES" if reached else "does not reach"
+    said = any("certificate was revoked" in x for x in lines)  # charon's own words for the refusal
+    check("revoked", said and not reached and not ups and not ce4_downs and ce4_ok,
+          f"CE3's certificate revoked (a new CRL in the file CE1 and CE3 watch): CE1 dropped the tunnel "
+          f"{last_drop - revoked:.1f} s later and refuses CE3 since ({len(failures)} failures: "
+          f"{', '.join(sorted({str(f.get('detail')) for f in failures}))}; {len(ups)} TunnelUp; charon: "
+          f"{'certificate was revoked' if said else 'NO revocation logged'}); "
+          f"LAN1 {outcome} LAN3; CE1-CE4 (pre-shared key): {len(ce4_downs)} TunnelDown, LAN1 "
+          f"{'reaches' if ce4_ok else 'DOES NOT REACH'} LAN4")  # fmt: skip
 
     status = vpn.stop_server()
     for name in rest:

@@ -17,7 +17,7 @@ import pytest
 from tunnel_scenario import run_tunnel_demo
 
 CHECKS = ("mesh3", "ping13", "capture", "single", "guards", "rekey", "ce4", "wrongkey", "ce2gone",
-          "adopt", "failclosed", "restart", "ping13again", "nokeys")  # fmt: skip
+          "adopt", "failclosed", "restart", "ping13again", "nokeys", "revoked")  # fmt: skip
 
 
 def test_four_ces_with_ike_keying_in_the_vm() -> None:
