@@ -78,6 +78,15 @@ class Result:
         return max(good, key=lambda r: r.achieved) if good else None
 
 
+def server_and_generator(lab: Lab) -> tuple[Namespace, Namespace]:
+    """The two namespaces every run uses, linked, with static neighbours (no ARP in the figures)."""
+    srv, gen = lab.namespace("srv"), lab.namespace("gen")
+    lab.link(srv, gen, a_address=f"{SERVER}/16", b_address=f"{GENERATOR}/16")
+    lab.neighbour(srv, GENERATOR, lab.mac(gen))
+    lab.neighbour(gen, SERVER, lab.mac(srv))
+    return srv, gen
+
+
 def kea_config(workdir: Path) -> dict[str, object]:
     return {
         "Dhcp4": {
@@ -275,10 +284,7 @@ def main() -> int:
         workdir = Path(tmp)
         lab = Lab(workdir)
         try:
-            srv, gen = lab.namespace("srv"), lab.namespace("gen")
-            lab.link(srv, gen, a_address=f"{SERVER}/16", b_address=f"{GENERATOR}/16")
-            lab.neighbour(srv, GENERATOR, lab.mac(gen))
-            lab.neighbour(gen, SERVER, lab.mac(srv))
+            srv, gen = server_and_generator(lab)
             contenders: list[Contender] = []
             if "perfdhcp" in generators:
                 kea = "Kea memfile 1 thread (perfdhcp)"
@@ -333,10 +339,7 @@ def run_postgresql(cluster: Cluster, rates: list[int], seconds: int) -> int:
         workdir = Path(tmp)
         lab = Lab(workdir)
         try:
-            srv, gen = lab.namespace("srv"), lab.namespace("gen")
-            lab.link(srv, gen, a_address=f"{SERVER}/16", b_address=f"{GENERATOR}/16")
-            lab.neighbour(srv, GENERATOR, lab.mac(gen))
-            lab.neighbour(gen, SERVER, lab.mac(srv))
+            srv, gen = server_and_generator(lab)
             memfile, kea_pg = "Kea memfile 1 thread (perfdhcp)", "Kea PostgreSQL 1 thread (perfdhcp)"
             contenders = [
                 Contender(

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg_cluster import Cluster
+from test_sqlite_store import lease
 
 from dhcp_server.actions import (
     CeDelete,
@@ -166,37 +167,27 @@ def test_equals_memory_store_including_after_reopen(
             store.close()
 
 
-def _lease(address: str, **kw: object) -> Lease:
-    fields: dict[str, object] = {
-        "client": ClientKey.from_hardware(1, bytes.fromhex("020000770032")),
-        "chaddr": bytes.fromhex("020000770032"),
-        "expires": 1_700_000_000.5,
-    }
-    fields.update(kw)
-    return Lease(IPv4Address(address), **fields)  # type: ignore[arg-type]
-
-
 def test_a_failed_commit_keeps_nothing_and_the_store_stays_usable(backend: Backend) -> None:
     with backend.fresh() as open_store:
         store = open_store()
         try:
             assert store.load() == Snapshot()
-            store.commit([LeaseWrite(_lease("10.0.0.1"))])
+            store.commit([LeaseWrite(lease("10.0.0.1"))])
             before = store.load()
             # The bad lease comes after good writes of several kinds: the whole batch must go.
             bad: list[Write] = [
-                LeaseWrite(_lease("10.0.0.2")),
+                LeaseWrite(lease("10.0.0.2")),
                 SecretWrite(1, b"k" * 16),
                 CeWrite(CeRecord("ce-1", None, None, frozenset({7}))),
-                LeaseWrite(_lease("10.0.0.3", xid=1 << 64)),
+                LeaseWrite(lease("10.0.0.3", xid=1 << 64)),
             ]
             with pytest.raises(StoreError, match="nothing written"):
                 store.commit(bad)
             assert store.load() == before
             with pytest.raises(StoreError, match="64-bit"):
-                store.commit([LeaseWrite(_lease("10.0.0.4")), ReplayWrite(ClientKey(b"x"), -1)])
+                store.commit([LeaseWrite(lease("10.0.0.4")), ReplayWrite(ClientKey(b"x"), -1)])
             assert store.load() == before
-            store.commit([LeaseWrite(_lease("10.0.0.5"))])
+            store.commit([LeaseWrite(lease("10.0.0.5"))])
             assert set(store.load().leases) == {IPv4Address("10.0.0.1"), IPv4Address("10.0.0.5")}
         finally:
             store.close()
